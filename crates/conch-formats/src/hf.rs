@@ -1,0 +1,1 @@
+//! A Hugging Face model directory: config.json, weights, tokenizer and generation settings.

@@ -1,0 +1,1 @@
+//! safetensors reader: one file, or shards listed by `model.safetensors.index.json`.

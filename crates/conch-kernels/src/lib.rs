@@ -1,0 +1,12 @@
+//! Numeric kernels for Conch: quantization formats, matrix products and the small
+//! vector operations transformer layers are made of.
+//!
+//! Invariant: this crate knows nothing of models, files or tokens. It sees numbers,
+//! byte blocks in a [`DType`] layout, and shapes.
+
+pub mod quant;
+pub mod matmul;
+pub mod ops;
+
+pub use quant::{DType, QuantError};
+pub use matmul::{matmul, QMatrix};

@@ -1,0 +1,1 @@
+//! Element-wise and row-wise f32 operations used by transformer layers.
