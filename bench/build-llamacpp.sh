@@ -24,7 +24,7 @@ if [ ! -x "$SRC/build/bin/llama-perplexity" ]; then
     -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_LLGUIDANCE=OFF \
     -DLLAMA_BUILD_TESTS=OFF >/dev/null
   cmake --build "$SRC/build" -j "$(nproc)" --target llama-bench llama-server llama-perplexity \
-    llama-tokenize llama-quantize llama-cli >/dev/null
+    llama-tokenize llama-quantize llama-cli >"$WORK/llama-build.log" 2>&1 || { tail -20 "$WORK/llama-build.log" >&2; exit 1; }
 fi
 ln -sfn "$SRC" "$WORK/llama.cpp"
 echo "$WORK/llama.cpp/build/bin"

@@ -1,1 +1,6 @@
-//! conch-engine
+//! Runs models: sampling, stop rules, generation and perplexity.
+
+pub mod sampler;
+pub mod stop;
+
+pub use sampler::{Sampler, SamplingParams};

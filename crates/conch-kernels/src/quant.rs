@@ -1,4 +1,13 @@
-//! Element types and block layouts, identical to ggml's (GGUF stores these bytes as is).
+//! Element types and block layouts, identical to ggml's (GGUF stores these bytes as is),
+//! with dequantization bit-identical to the `gguf` Python package and quantization of the
+//! types `conch quantize` can write.
+//!
+//! Every block decoder mirrors gguf-py's float32 operation order exactly (e.g. `d * q - m`,
+//! never a fused multiply-add), so results match it bit for bit.
+
+mod k_quants;
+mod legacy;
+mod mxfp4;
 
 use thiserror::Error;
 
@@ -10,6 +19,8 @@ pub enum QuantError {
     ByteLength { dtype: DType, expected: usize, got: usize },
     #[error("{0} is not supported for this operation")]
     Unsupported(DType),
+    #[error("{dtype}: {values} values need {expected} bytes, but the output has {got}")]
+    OutputLength { dtype: DType, values: usize, expected: usize, got: usize },
 }
 
 /// A tensor element type. Block-quantized types store `block_size` values in `type_size` bytes.
@@ -154,34 +165,142 @@ impl std::fmt::Display for DType {
     }
 }
 
-/// Dequantizes `dst.len()` values stored as `dtype` in `src` (exactly `dtype.bytes_for(dst.len())` bytes).
-/// Bit-identical to the `gguf` Python package's `dequantize`.
-pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
-    let expected = dtype.bytes_for(dst.len()).ok_or(QuantError::PartialBlock {
+/// Checks that `bytes` holds exactly `n_values` values of `dtype`.
+fn check_lengths(dtype: DType, n_values: usize, bytes: usize) -> Result<(), QuantError> {
+    let expected = dtype.bytes_for(n_values).ok_or(QuantError::PartialBlock {
         dtype,
-        len: dst.len(),
+        len: n_values,
         block: dtype.block_size(),
     })?;
-    if src.len() != expected {
-        return Err(QuantError::ByteLength { dtype, expected, got: src.len() });
+    if bytes != expected {
+        return Err(QuantError::ByteLength { dtype, expected, got: bytes });
     }
+    Ok(())
+}
+
+/// Reads a little-endian IEEE half from the first two bytes of `b`.
+#[inline]
+fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// Rounds to the nearest f16 (ties to even, as numpy's `astype(np.float16)`), little-endian.
+#[inline]
+fn f16_bytes(x: f32) -> [u8; 2] {
+    half::f16::from_f32(x).to_le_bytes()
+}
+
+/// Dequantizes `dst.len()` values stored as `dtype` in `src` (exactly `dtype.bytes_for(dst.len())` bytes).
+/// Bit-identical to the `gguf` Python package's `dequantize` (Q8_1 and Q8_K, which gguf-py does not
+/// decode, follow ggml's `d * q`).
+pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
+    check_lengths(dtype, dst.len(), src.len())?;
+    let blocks = src.chunks_exact(dtype.type_size()).zip(dst.chunks_exact_mut(dtype.block_size()));
     match dtype {
-        DType::F32 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(4)) {
-                *d = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
-        DType::F16 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-            }
-        }
-        DType::BF16 => {
-            for (d, c) in dst.iter_mut().zip(src.chunks_exact(2)) {
-                *d = f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16);
-            }
-        }
+        DType::F32 => blocks.for_each(|(b, y)| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+        DType::F16 => blocks.for_each(|(b, y)| y[0] = f16_at(b)),
+        DType::BF16 => blocks.for_each(|(b, y)| y[0] = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
+        DType::Q4_0 => blocks.for_each(|(b, y)| legacy::dequantize_q4_0(b, y)),
+        DType::Q4_1 => blocks.for_each(|(b, y)| legacy::dequantize_q4_1(b, y)),
+        DType::Q5_0 => blocks.for_each(|(b, y)| legacy::dequantize_q5_0(b, y)),
+        DType::Q5_1 => blocks.for_each(|(b, y)| legacy::dequantize_q5_1(b, y)),
+        DType::Q8_0 => blocks.for_each(|(b, y)| legacy::dequantize_q8_0(b, y)),
+        DType::Q8_1 => blocks.for_each(|(b, y)| legacy::dequantize_q8_1(b, y)),
+        DType::Q2_K => blocks.for_each(|(b, y)| k_quants::dequantize_q2_k(b, y)),
+        DType::Q3_K => blocks.for_each(|(b, y)| k_quants::dequantize_q3_k(b, y)),
+        DType::Q4_K => blocks.for_each(|(b, y)| k_quants::dequantize_q4_k(b, y)),
+        DType::Q5_K => blocks.for_each(|(b, y)| k_quants::dequantize_q5_k(b, y)),
+        DType::Q6_K => blocks.for_each(|(b, y)| k_quants::dequantize_q6_k(b, y)),
+        DType::Q8_K => blocks.for_each(|(b, y)| k_quants::dequantize_q8_k(b, y)),
+        DType::MXFP4 => blocks.for_each(|(b, y)| mxfp4::dequantize(b, y)),
+    }
+    Ok(())
+}
+
+/// Quantizes `src` into `dst` (exactly `dtype.bytes_for(src.len())` bytes).
+///
+/// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and MXFP4 are bit-identical to the `gguf` Python
+/// package's `quantize`. Other types give [`QuantError::Unsupported`].
+pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
+    let expected = dtype.bytes_for(src.len()).ok_or(QuantError::PartialBlock {
+        dtype,
+        len: src.len(),
+        block: dtype.block_size(),
+    })?;
+    if dst.len() != expected {
+        return Err(QuantError::OutputLength { dtype, values: src.len(), expected, got: dst.len() });
+    }
+    let blocks = src.chunks_exact(dtype.block_size()).zip(dst.chunks_exact_mut(dtype.type_size()));
+    match dtype {
+        DType::F32 => blocks.for_each(|(x, b)| b.copy_from_slice(&x[0].to_le_bytes())),
+        DType::F16 => blocks.for_each(|(x, b)| b.copy_from_slice(&f16_bytes(x[0]))),
+        DType::BF16 => blocks.for_each(|(x, b)| b.copy_from_slice(&bf16_bytes(x[0]))),
+        DType::Q4_0 => blocks.for_each(|(x, b)| legacy::quantize_q4_0(x, b)),
+        DType::Q4_1 => blocks.for_each(|(x, b)| legacy::quantize_q4_1(x, b)),
+        DType::Q5_0 => blocks.for_each(|(x, b)| legacy::quantize_q5_0(x, b)),
+        DType::Q5_1 => blocks.for_each(|(x, b)| legacy::quantize_q5_1(x, b)),
+        DType::Q8_0 => blocks.for_each(|(x, b)| legacy::quantize_q8_0(x, b)),
+        DType::MXFP4 => blocks.for_each(|(x, b)| mxfp4::quantize(x, b)),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
+}
+
+/// f32 → bf16 as ggml does it: NaNs made quiet, otherwise rounded to nearest even.
+fn bf16_bytes(x: f32) -> [u8; 2] {
+    let bits = x.to_bits();
+    let rounded = if bits & 0x7fff_ffff > 0x7f80_0000 {
+        (bits >> 16) | 0x40
+    } else {
+        ((bits as u64 + 0x7fff + ((bits >> 16) & 1) as u64) >> 16) as u32
+    };
+    (rounded as u16).to_le_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        let mut out = [0f32; 31];
+        assert!(matches!(dequantize(DType::Q4_0, &[0; 18], &mut out), Err(QuantError::PartialBlock { .. })));
+        let mut out = [0f32; 32];
+        assert!(matches!(dequantize(DType::Q4_0, &[0; 17], &mut out), Err(QuantError::ByteLength { .. })));
+        let mut bytes = [0u8; 17];
+        assert!(matches!(quantize(DType::Q4_0, &[0.0; 32], &mut bytes), Err(QuantError::OutputLength { .. })));
+        let mut bytes = [0u8; 210];
+        assert_eq!(quantize(DType::Q6_K, &[0.0; 256], &mut bytes), Err(QuantError::Unsupported(DType::Q6_K)));
+    }
+
+    #[test]
+    fn q8_k_is_scale_times_quant() {
+        // ggml's block_q8_K: f32 d, 256 int8 quants, 16 int16 block sums (unused when decoding).
+        let mut block = vec![0u8; DType::Q8_K.type_size()];
+        block[..4].copy_from_slice(&0.25f32.to_le_bytes());
+        for i in 0..256 {
+            block[4 + i] = (i as i32 - 128) as i8 as u8;
+        }
+        let mut out = vec![0f32; 256];
+        dequantize(DType::Q8_K, &block, &mut out).unwrap();
+        for (i, v) in out.iter().enumerate() {
+            assert_eq!(*v, 0.25 * (i as f32 - 128.0));
+        }
+    }
+
+    #[test]
+    fn q8_1_is_scale_times_quant() {
+        // ggml's block_q8_1: f16 d, f16 s (the sum, unused when decoding), 32 int8 quants.
+        let mut block = vec![0u8; DType::Q8_1.type_size()];
+        block[..2].copy_from_slice(&half::f16::from_f32(-0.5).to_le_bytes());
+        block[2..4].copy_from_slice(&half::f16::from_f32(99.0).to_le_bytes());
+        for i in 0..32 {
+            block[4 + i] = (i as i8 - 16) as u8;
+        }
+        let mut out = vec![0f32; 32];
+        dequantize(DType::Q8_1, &block, &mut out).unwrap();
+        for (i, v) in out.iter().enumerate() {
+            assert_eq!(*v, -0.5 * (i as f32 - 16.0));
+        }
+    }
 }

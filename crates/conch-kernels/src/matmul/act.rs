@@ -1,0 +1,172 @@
+//! Activations quantized to 8 bits, once per matrix product, for integer dot products with
+//! quantized weights (what ggml does with its Q8_0 and Q8_K blocks).
+//!
+//! Each block of `block` values gets a scale `d = max|x| / 127` and values `q = round(x / d)`
+//! in -127..=127. Alongside: for 32-value blocks the dequantized block sum `d * Σq` (weights with
+//! an offset or a minimum need it), for 256-value blocks the integer sums of every 16 values
+//! (the granularity of K-quant sub-block scales and minimums).
+
+use super::SyncPtr;
+use crate::pool;
+
+/// The block format activations are quantized to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ActFormat {
+    /// 32-value blocks, for Q4_0, Q4_1, Q5_0, Q8_0 weights.
+    Q8x32,
+    /// 256-value blocks, for K-quant weights.
+    Q8x256,
+}
+
+impl ActFormat {
+    pub(crate) fn block(self) -> usize {
+        match self {
+            ActFormat::Q8x32 => 32,
+            ActFormat::Q8x256 => 256,
+        }
+    }
+}
+
+/// Quantized activations of `n` rows of `cols` values. Buffers are reused between calls.
+#[derive(Default)]
+pub(crate) struct QuantActs {
+    cols: usize,
+    block: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    /// `d * Σq` per block (32-value blocks only).
+    sums: Vec<f32>,
+    /// `Σq` per 16 values (256-value blocks only).
+    bsums: Vec<i16>,
+}
+
+/// One activation row as the kernels read it: raw pointers into a [`QuantActs`] (or, for float
+/// weights, `x` into the f32 activations), valid for the duration of a matrix product.
+#[derive(Clone, Copy)]
+pub(crate) struct Act {
+    pub qs: *const i8,
+    pub d: *const f32,
+    pub sums: *const f32,
+    pub bsums: *const i16,
+    pub x: *const f32,
+}
+
+impl Act {
+    pub(crate) fn float(x: &[f32]) -> Act {
+        let null = std::ptr::null();
+        Act { qs: null as _, d: null as _, sums: null as _, bsums: null as _, x: x.as_ptr() }
+    }
+}
+
+impl QuantActs {
+    /// Quantizes `x` (`n × cols`, `cols` a multiple of the format's block) in place of the previous contents.
+    pub(crate) fn quantize(&mut self, format: ActFormat, x: &[f32], n: usize, cols: usize) {
+        debug_assert_eq!(x.len(), n * cols);
+        debug_assert_eq!(cols % format.block(), 0);
+        self.cols = cols;
+        self.block = format.block();
+        let blocks = n * cols / self.block;
+        self.qs.resize(n * cols, 0);
+        self.d.resize(blocks, 0.0);
+        match format {
+            ActFormat::Q8x32 => {
+                self.sums.resize(blocks, 0.0);
+                self.bsums.clear();
+            }
+            ActFormat::Q8x256 => {
+                self.bsums.resize(n * cols / 16, 0);
+                self.sums.clear();
+            }
+        }
+        let qs = SyncPtr(self.qs.as_mut_ptr());
+        let d = SyncPtr(self.d.as_mut_ptr());
+        let sums = SyncPtr(self.sums.as_mut_ptr());
+        let bsums = SyncPtr(self.bsums.as_mut_ptr());
+        let per_row = cols / self.block;
+        let quantize_row = |t: usize| {
+            // SAFETY: row `t` owns disjoint ranges of every buffer, each sized above for `n` rows.
+            let (qs, d) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(qs.0.add(t * cols), cols),
+                    std::slice::from_raw_parts_mut(d.0.add(t * per_row), per_row),
+                )
+            };
+            let xs = &x[t * cols..(t + 1) * cols];
+            match format {
+                ActFormat::Q8x32 => {
+                    let sums = unsafe { std::slice::from_raw_parts_mut(sums.0.add(t * per_row), per_row) };
+                    for (b, (xb, qb)) in xs.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate() {
+                        d[b] = quantize_block(xb, qb);
+                        sums[b] = d[b] * qb.iter().map(|&q| q as i32).sum::<i32>() as f32;
+                    }
+                }
+                ActFormat::Q8x256 => {
+                    let bsums = unsafe { std::slice::from_raw_parts_mut(bsums.0.add(t * cols / 16), cols / 16) };
+                    for (b, (xb, qb)) in xs.chunks_exact(256).zip(qs.chunks_exact_mut(256)).enumerate() {
+                        d[b] = quantize_block(xb, qb);
+                    }
+                    for (s, q16) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
+                        *s = q16.iter().map(|&q| q as i16).sum();
+                    }
+                }
+            }
+        };
+        if n >= 4 {
+            pool::parallel_for(n, quantize_row);
+        } else {
+            (0..n).for_each(quantize_row);
+        }
+    }
+
+    /// Pointers to row `t`.
+    pub(crate) fn row(&self, t: usize) -> Act {
+        let per_row = self.cols / self.block;
+        Act {
+            qs: self.qs[t * self.cols..].as_ptr(),
+            d: self.d[t * per_row..].as_ptr(),
+            sums: if self.sums.is_empty() { std::ptr::null() } else { self.sums[t * per_row..].as_ptr() },
+            bsums: if self.bsums.is_empty() { std::ptr::null() } else { self.bsums[t * self.cols / 16..].as_ptr() },
+            x: std::ptr::null(),
+        }
+    }
+}
+
+/// Quantizes one block symmetrically to -127..=127, returning its scale.
+fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    if amax == 0.0 {
+        q.fill(0);
+        return 0.0;
+    }
+    let d = amax / 127.0;
+    let id = 1.0 / d;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * id).round() as i8;
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_round_trip_within_half_a_step() {
+        let x: Vec<f32> = (0..2 * 512).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+        for format in [ActFormat::Q8x32, ActFormat::Q8x256] {
+            let mut acts = QuantActs::default();
+            acts.quantize(format, &x, 2, 512);
+            let b = format.block();
+            for (i, &v) in x.iter().enumerate() {
+                let d = acts.d[i / b];
+                let back = acts.qs[i] as f32 * d;
+                assert!((back - v).abs() <= d * 0.5 + 1e-6, "{format:?} value {i}: {v} came back as {back}");
+            }
+            if format == ActFormat::Q8x256 {
+                for (k, &s) in acts.bsums.iter().enumerate() {
+                    assert_eq!(s, acts.qs[k * 16..(k + 1) * 16].iter().map(|&q| q as i16).sum::<i16>());
+                }
+            }
+        }
+    }
+}
