@@ -6,7 +6,7 @@ Run from the repository root:
     /opt/conch-py/bin/python tools/gen_model_fixtures.py
 
 Pinned versions used to write the committed fixtures: torch 2.15.0, transformers 5.24.0,
-safetensors 0.8.0, sentencepiece (any recent), numpy 2.4.6, and llama.cpp's convert_hf_to_gguf.py
+safetensors 0.8.0, sentencepiece 0.2.3, numpy 2.4.6, and llama.cpp's convert_hf_to_gguf.py
 from the llama-cpp-python 0.3.36 sdist (bench/work/llama.cpp, with its own gguf-py).
 
 For every variant in VARIANTS it writes fixtures/models/<name>/:
@@ -99,6 +99,32 @@ VARIANTS = [
             bos_token_id=1, eos_token_id=2,
         ),
     ),
+    # Qwen2 with its sliding window switched on for the layers from max_window_layers on (llama.cpp
+    # ignores Qwen2's window, so no GGUF).
+    dict(
+        name="qwen2_sliding",
+        cls="Qwen2ForCausalLM",
+        no_gguf="llama.cpp's qwen2 has no sliding window",
+        config=dict(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, rms_norm_eps=1e-6, rope_theta=10000.0,
+            tie_word_embeddings=True, max_position_embeddings=256, use_sliding_window=True,
+            sliding_window=5, max_window_layers=1, bos_token_id=1, eos_token_id=2,
+        ),
+    ),
+    # Qwen3 with YaRN rope scaling and a tiny original context, so the ramp and the attention
+    # factor both matter at the test positions.
+    dict(
+        name="qwen3_yarn",
+        cls="Qwen3ForCausalLM",
+        config=dict(
+            vocab_size=VOCAB, hidden_size=32, intermediate_size=40, num_hidden_layers=2,
+            num_attention_heads=2, num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-6,
+            rope_theta=10000.0, tie_word_embeddings=False, max_position_embeddings=256,
+            rope_scaling=dict(rope_type="yarn", factor=4.0, original_max_position_embeddings=64),
+            bos_token_id=1, eos_token_id=2,
+        ),
+    ),
     # Gemma 3 as the 270M/1B configs: 5 sliding layers then one global (the default pattern of 6),
     # a sliding window shorter than the sequence, local rope base 10000 vs global 1e6 with linear
     # scaling on the global layers only, query_pre_attn_scalar == head_dim (which GGUF assumes).
@@ -115,8 +141,9 @@ VARIANTS = [
             pad_token_id=0, bos_token_id=2, eos_token_id=1,
         ),
     ),
-    # Gemma 3 features GGUF cannot carry (llama.cpp assumes query_pre_attn_scalar == head_dim and has no
-    # attention softcapping for gemma3): explicit layer_types, scalar != head_dim, both softcaps.
+    # Gemma 3 features GGUF cannot carry (llama.cpp assumes query_pre_attn_scalar == head_dim):
+    # explicit layer_types, scalar != head_dim, final logit softcapping. attn_logit_softcapping is set
+    # to check it is ignored as transformers' Gemma 3 ignores it.
     dict(
         name="gemma3_softcap",
         cls="Gemma3ForCausalLM",

@@ -1,1 +1,294 @@
-fn main() {}
+//! The `conch` command line.
+
+mod bench;
+mod chat;
+mod inspect;
+mod progress;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use conch_engine::{GenerateOptions, LoadedModel, SamplingParams, Session};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "conch", version, about = "Run open-weight language models on your own computer")]
+struct Cli {
+    /// Worker threads for the numeric kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Talk with a model (interactive, streaming, multi-turn). Type /help inside for commands.
+    Chat {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// A system prompt for the conversation.
+        #[arg(long)]
+        system: Option<String>,
+    },
+    /// Generate a reply to one prompt and stream it to stdout.
+    Run {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        gen: GenArgs,
+        /// The prompt.
+        prompt: String,
+        #[arg(long)]
+        system: Option<String>,
+        /// Continue the prompt as plain text instead of wrapping it in the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Print timing figures to stderr afterwards.
+        #[arg(long)]
+        stats: bool,
+        /// Print the prompt as the model sees it (template applied) to stderr first.
+        #[arg(long)]
+        show_prompt: bool,
+    },
+    /// Show a model file's metadata, tensors and parameter count.
+    Inspect {
+        /// A GGUF file or a Hugging Face model directory.
+        model: PathBuf,
+        /// Show every metadata value in full (long arrays are shortened otherwise).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Print the token ids of a text as a JSON array.
+    Tokenize {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        text: String,
+        /// Do not add BOS/EOS even where the model's settings say to.
+        #[arg(long)]
+        no_special: bool,
+        /// Turn special-token texts such as <|im_start|> into their ids.
+        #[arg(long)]
+        parse_special: bool,
+    },
+    /// Print the logits of every position of a token sequence as JSON, from one forward pass.
+    Logits {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Token ids separated by spaces or commas.
+        #[arg(long)]
+        tokens: String,
+    },
+    /// Prompt-processing and generation speed, as llama-bench measures them.
+    Bench {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Prompt tokens per prefill run (0 skips).
+        #[arg(long, default_value_t = 512)]
+        pp: usize,
+        /// Tokens generated per decode run (0 skips).
+        #[arg(long, default_value_t = 128)]
+        tg: usize,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Perplexity of a text file with llama.cpp's method.
+    Perplexity {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long)]
+        file: PathBuf,
+        /// Tokens per chunk.
+        #[arg(long, default_value_t = 512)]
+        ctx: usize,
+    },
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A GGUF file or a Hugging Face model directory.
+    #[arg(long, short = 'm')]
+    model: PathBuf,
+    /// Context length (default: the model's own).
+    #[arg(long)]
+    ctx: Option<usize>,
+}
+
+#[derive(Args, Clone)]
+struct GenArgs {
+    #[arg(long, default_value_t = 512)]
+    max_tokens: usize,
+    /// 0 = greedy.
+    #[arg(long)]
+    temperature: Option<f32>,
+    #[arg(long)]
+    top_k: Option<usize>,
+    #[arg(long)]
+    top_p: Option<f32>,
+    #[arg(long)]
+    min_p: Option<f32>,
+    #[arg(long)]
+    repetition_penalty: Option<f32>,
+    #[arg(long)]
+    presence_penalty: Option<f32>,
+    #[arg(long)]
+    frequency_penalty: Option<f32>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Stop before this text (may be given several times).
+    #[arg(long)]
+    stop: Vec<String>,
+}
+
+impl GenArgs {
+    fn options(&self, defaults: &SamplingParams) -> Result<GenerateOptions> {
+        let mut s = defaults.clone();
+        if let Some(v) = self.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = v;
+        }
+        if let Some(v) = self.top_p {
+            s.top_p = v;
+        }
+        if let Some(v) = self.min_p {
+            s.min_p = v;
+        }
+        if let Some(v) = self.repetition_penalty {
+            s.repetition_penalty = v;
+        }
+        if let Some(v) = self.presence_penalty {
+            s.presence_penalty = v;
+        }
+        if let Some(v) = self.frequency_penalty {
+            s.frequency_penalty = v;
+        }
+        s.seed = self.seed.or(s.seed);
+        s.validate().map_err(anyhow::Error::msg)?;
+        Ok(GenerateOptions { max_tokens: self.max_tokens, sampling: s, stop_strings: self.stop.clone(), ..Default::default() })
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    conch_kernels::pool::set_threads(cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())));
+    match cli.command {
+        Command::Chat { model, gen, system } => {
+            let loaded = load(&model.model)?;
+            chat::interactive(&loaded, model.ctx, gen.options(&loaded.default_sampling)?, system)
+        }
+        Command::Run { model, gen, prompt, system, raw, stats, show_prompt } => {
+            let loaded = load(&model.model)?;
+            let opts = gen.options(&loaded.default_sampling)?;
+            let tokens = if raw {
+                loaded.tokenizer.encode(&prompt, true, false)?
+            } else {
+                let mut messages = Vec::new();
+                if let Some(s) = system {
+                    messages.push(chat::message("system", &s));
+                }
+                messages.push(chat::message("user", &prompt));
+                chat::prompt_tokens(&loaded, &messages)?
+            };
+            if show_prompt {
+                eprintln!("{}", loaded.tokenizer.decode(&tokens, false));
+            }
+            let mut session = Session::new(&loaded, model.ctx);
+            let mut stdout = std::io::stdout();
+            let out = session.generate(&tokens, &opts, &mut |t| {
+                let _ = stdout.write_all(t.as_bytes());
+                let _ = stdout.flush();
+                true
+            })?;
+            println!();
+            if stats {
+                chat::print_stats(&out);
+            }
+            Ok(())
+        }
+        Command::Inspect { model, full } => inspect::inspect(&model, full),
+        Command::Tokenize { model, text, no_special, parse_special } => {
+            let loaded = load(&model.model)?;
+            let ids = loaded.tokenizer.encode(&text, !no_special, parse_special)?;
+            println!("{}", serde_json::to_string(&ids)?);
+            Ok(())
+        }
+        Command::Logits { model, tokens } => {
+            let ids = parse_token_list(&tokens)?;
+            let loaded = load(&model.model)?;
+            let ctx = model.ctx.unwrap_or(ids.len()).max(ids.len());
+            let mut cache = loaded.model.new_cache(ctx);
+            let logits = loaded.model.forward(&ids, &mut cache, true)?;
+            let vocab = loaded.model.config().vocab_size;
+            let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
+            println!("{}", serde_json::to_string(&serde_json::json!({ "logits": rows }))?);
+            Ok(())
+        }
+        Command::Bench { model, pp, tg, reps, json } => {
+            let loaded = load(&model.model)?;
+            let r = bench::bench(&loaded, pp, tg, reps)?;
+            let threads = conch_kernels::pool::threads();
+            if json {
+                let v = serde_json::json!({
+                    "model": loaded.name, "threads": threads, "reps": reps, "n_prompt": pp, "n_gen": tg,
+                    "pp_tokens_per_s": r.pp.map(|x| x.0), "pp_sd": r.pp.map(|x| x.1),
+                    "tg_tokens_per_s": r.tg.map(|x| x.0), "tg_sd": r.tg.map(|x| x.1),
+                });
+                println!("{v}");
+            } else {
+                println!("| model | threads | test | t/s |\n|---|---|---|---|");
+                if let Some((m, sd)) = r.pp {
+                    println!("| {} | {threads} | pp{pp} | {m:.2} ± {sd:.2} |", loaded.name);
+                }
+                if let Some((m, sd)) = r.tg {
+                    println!("| {} | {threads} | tg{tg} | {m:.2} ± {sd:.2} |", loaded.name);
+                }
+            }
+            Ok(())
+        }
+        Command::Perplexity { model, file, ctx } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let loaded = load(&model.model)?;
+            let result = conch_engine::perplexity(&loaded, &text, ctx, &mut |done, total, ppl| {
+                eprintln!("[{done}/{total}] {ppl:.4}");
+            })?;
+            println!("chunks: {}, scored tokens: {}, ctx: {ctx}", result.chunks, result.scored_tokens);
+            println!("perplexity: {:.4}", result.perplexity);
+            Ok(())
+        }
+    }
+}
+
+fn load(path: &Path) -> Result<LoadedModel> {
+    if !path.exists() {
+        bail!("{}: no such file or directory", path.display());
+    }
+    progress::warm_page_cache(path)?;
+    Ok(conch_engine::load(path)?)
+}
+
+fn parse_token_list(s: &str) -> Result<Vec<u32>> {
+    let ids: Vec<u32> = s
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse::<u32>().with_context(|| format!("'{t}' is not a token id")))
+        .collect::<Result<_>>()?;
+    if ids.is_empty() {
+        bail!("--tokens holds no token ids");
+    }
+    Ok(ids)
+}

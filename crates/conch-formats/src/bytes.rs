@@ -11,14 +11,20 @@ pub struct Bytes {
 
 impl Bytes {
     /// A view of `range` within `owner`; `None` if the range does not lie inside it.
-    pub fn slice_of(owner: Arc<dyn AsRef<[u8]> + Send + Sync>, range: Range<usize>) -> Option<Bytes> {
+    pub fn slice_of(
+        owner: Arc<dyn AsRef<[u8]> + Send + Sync>,
+        range: Range<usize>,
+    ) -> Option<Bytes> {
         let len = (*owner).as_ref().len();
         (range.start <= range.end && range.end <= len).then_some(Bytes { owner, range })
     }
 
     pub fn from_vec(v: Vec<u8>) -> Bytes {
         let len = v.len();
-        Bytes { owner: Arc::new(v), range: 0..len }
+        Bytes {
+            owner: Arc::new(v),
+            range: 0..len,
+        }
     }
 }
 

@@ -13,9 +13,9 @@ pub mod safetensors;
 
 pub use bytes::Bytes;
 pub use conch_kernels::DType;
-pub use gguf::{GgufFile, MetaValue};
-
-
+pub use gguf::{GgufFile, GgufWriter, MetaValue, TensorInfo};
+pub use hf::HfModelDir;
+pub use safetensors::{SafetensorsFile, SafetensorsModel};
 
 use std::path::PathBuf;
 use thiserror::Error;
@@ -23,7 +23,10 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum FormatError {
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// The file is not what it claims to be or is damaged; the message names the problem.
     #[error("{path}: {msg}")]
     Invalid { path: PathBuf, msg: String },

@@ -47,7 +47,9 @@ impl Isa {
     }
 
     pub fn from_name(name: &str) -> Option<Isa> {
-        Isa::ALL.into_iter().find(|i| i.name().eq_ignore_ascii_case(name.trim()))
+        Isa::ALL
+            .into_iter()
+            .find(|i| i.name().eq_ignore_ascii_case(name.trim()))
     }
 
     fn from_u8(v: u8) -> Isa {
@@ -92,15 +94,15 @@ fn detect() -> CpuFeatures {
 #[cfg(target_arch = "x86_64")]
 fn detect_amx() -> (bool, bool, bool) {
     use std::arch::x86_64::{__cpuid_count, _xgetbv};
-    // SAFETY: cpuid is available on every x86_64 CPU; leaf 7 is checked against the max leaf.
-    let max_leaf = unsafe { __cpuid_count(0, 0) }.eax;
+    let max_leaf = __cpuid_count(0, 0).eax;
     if max_leaf < 7 || !is_x86_feature_detected!("xsave") {
         return (false, false, false);
     }
-    let edx = unsafe { __cpuid_count(7, 0) }.edx;
+    let edx = __cpuid_count(7, 0).edx;
     // SAFETY: xgetbv(0) is valid when the OS enabled XSAVE (OSXSAVE), implied by the `xsave` check
     // together with std's own use of it for AVX detection.
-    let os_tiles = is_x86_feature_detected!("avx") && unsafe { _xgetbv(0) } & (0b11 << 17) == (0b11 << 17);
+    let os_tiles =
+        is_x86_feature_detected!("avx") && unsafe { _xgetbv(0) } & (0b11 << 17) == (0b11 << 17);
     let bit = |b: u32| os_tiles && edx & (1 << b) != 0;
     (bit(24), bit(25), bit(22))
 }
@@ -139,7 +141,11 @@ pub fn isa() -> Isa {
     if v != UNSET {
         return Isa::from_u8(v);
     }
-    let chosen = match std::env::var("CONCH_ISA").ok().as_deref().and_then(Isa::from_name) {
+    let chosen = match std::env::var("CONCH_ISA")
+        .ok()
+        .as_deref()
+        .and_then(Isa::from_name)
+    {
         Some(wanted) => wanted.min(best_isa()),
         None => best_isa(),
     };

@@ -6,7 +6,10 @@
 
 pub mod quant;
 pub mod matmul;
+pub mod cpu;
+pub mod pool;
 pub mod ops;
 
 pub use quant::{DType, QuantError};
-pub use matmul::{matmul, QMatrix};
+pub use matmul::{matmul, matmul_with_isa, QMatrix};
+pub use cpu::Isa;

@@ -22,7 +22,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "dot: length mismatch");
     let mut lanes = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
     for (xa, xb) in ca.zip(cb) {
         for ((l, x), y) in lanes.iter_mut().zip(xa).zip(xb) {
             *l += x * y;
@@ -43,7 +48,10 @@ pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
 /// `x * weight / sqrt(mean(x²) + eps)`. Gemma's `(1 + w)` form is this with `1 + w` as the weight.
 pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
     let dim = weight.len();
-    assert!(dim > 0 && x.len() % dim == 0, "rms_norm: buffer is not whole rows");
+    assert!(
+        dim > 0 && x.len() % dim == 0,
+        "rms_norm: buffer is not whole rows"
+    );
     for row in x.chunks_exact_mut(dim) {
         let inv = 1.0 / (sum_of_squares(row) / dim as f32 + eps).sqrt();
         for (v, w) in row.iter_mut().zip(weight) {
@@ -55,7 +63,10 @@ pub fn rms_norm(x: &mut [f32], weight: &[f32], eps: f32) {
 /// Layer normalization of each row of `x` (row length `weight.len()`), in place, with optional bias.
 pub fn layer_norm(x: &mut [f32], weight: &[f32], bias: Option<&[f32]>, eps: f32) {
     let dim = weight.len();
-    assert!(dim > 0 && x.len() % dim == 0, "layer_norm: buffer is not whole rows");
+    assert!(
+        dim > 0 && x.len() % dim == 0,
+        "layer_norm: buffer is not whole rows"
+    );
     if let Some(b) = bias {
         assert_eq!(b.len(), dim, "layer_norm: bias length");
     }
@@ -141,7 +152,10 @@ pub fn scale(x: &mut [f32], factor: f32) {
 
 /// Adds `bias` to every row of `x` (row length `bias.len()`).
 pub fn add_bias(x: &mut [f32], bias: &[f32]) {
-    assert!(!bias.is_empty() && x.len() % bias.len() == 0, "add_bias: buffer is not whole rows");
+    assert!(
+        !bias.is_empty() && x.len() % bias.len() == 0,
+        "add_bias: buffer is not whole rows"
+    );
     for row in x.chunks_exact_mut(bias.len()) {
         add(row, bias);
     }
@@ -169,9 +183,16 @@ pub enum RopeStyle {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor`.
-    Linear { factor: f32 },
+    Linear {
+        factor: f32,
+    },
     /// Llama 3.1: low frequencies divided by `factor`, high ones kept, a smooth ramp between.
-    Llama3 { factor: f32, low_freq_factor: f32, high_freq_factor: f32, original_context: f32 },
+    Llama3 {
+        factor: f32,
+        low_freq_factor: f32,
+        high_freq_factor: f32,
+        original_context: f32,
+    },
     /// YaRN: per-dimension blend of interpolated and extrapolated frequencies plus an attention factor.
     Yarn {
         factor: f32,
@@ -191,13 +212,24 @@ pub enum RopeScaling {
 pub fn rope_frequencies(rotary_dim: usize, theta: f32, scaling: &RopeScaling) -> (Vec<f32>, f32) {
     let dim = rotary_dim as f64;
     let base = theta as f64;
-    let plain: Vec<f64> = (0..rotary_dim / 2).map(|i| 1.0 / base.powf((2 * i) as f64 / dim)).collect();
+    let plain: Vec<f64> = (0..rotary_dim / 2)
+        .map(|i| 1.0 / base.powf((2 * i) as f64 / dim))
+        .collect();
     let (inv_freq, attention_factor): (Vec<f64>, f64) = match *scaling {
         RopeScaling::None => (plain, 1.0),
         RopeScaling::Linear { factor } => (plain.iter().map(|f| f / factor as f64).collect(), 1.0),
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_context } => {
-            let (factor, low, high, ctx) =
-                (factor as f64, low_freq_factor as f64, high_freq_factor as f64, original_context as f64);
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_context,
+        } => {
+            let (factor, low, high, ctx) = (
+                factor as f64,
+                low_freq_factor as f64,
+                high_freq_factor as f64,
+                original_context as f64,
+            );
             let low_freq_wavelen = ctx / low;
             let high_freq_wavelen = ctx / high;
             let scaled = plain
@@ -227,7 +259,13 @@ pub fn rope_frequencies(rotary_dim: usize, theta: f32, scaling: &RopeScaling) ->
             truncate,
         } => {
             let factor = factor as f64;
-            let get_mscale = |scale: f64, m: f64| if scale <= 1.0 { 1.0 } else { 0.1 * m * scale.ln() + 1.0 };
+            let get_mscale = |scale: f64, m: f64| {
+                if scale <= 1.0 {
+                    1.0
+                } else {
+                    0.1 * m * scale.ln() + 1.0
+                }
+            };
             let attention = match (attention_factor, mscale, mscale_all_dim) {
                 (Some(a), _, _) => a as f64,
                 (None, Some(m), Some(m_all)) if m != 0.0 && m_all != 0.0 => {
@@ -239,7 +277,10 @@ pub fn rope_frequencies(rotary_dim: usize, theta: f32, scaling: &RopeScaling) ->
             let correction_dim = |rotations: f64| {
                 dim * (ctx / (rotations * 2.0 * std::f64::consts::PI)).ln() / (2.0 * base.ln())
             };
-            let (mut low, mut high) = (correction_dim(beta_fast as f64), correction_dim(beta_slow as f64));
+            let (mut low, mut high) = (
+                correction_dim(beta_fast as f64),
+                correction_dim(beta_slow as f64),
+            );
             if truncate {
                 low = low.floor();
                 high = high.ceil();
@@ -261,13 +302,25 @@ pub fn rope_frequencies(rotary_dim: usize, theta: f32, scaling: &RopeScaling) ->
             (scaled, attention)
         }
     };
-    (inv_freq.into_iter().map(|f| f as f32).collect(), attention_factor as f32)
+    (
+        inv_freq.into_iter().map(|f| f as f32).collect(),
+        attention_factor as f32,
+    )
 }
 
 /// Fills `cos` and `sin` (one entry per inverse frequency) for `position`, multiplied by
 /// `attention_factor`. The angle is `position * inv_freq` in f32, as transformers computes it.
-pub fn rope_cos_sin(position: usize, inv_freq: &[f32], attention_factor: f32, cos: &mut [f32], sin: &mut [f32]) {
-    assert!(cos.len() == inv_freq.len() && sin.len() == inv_freq.len(), "rope_cos_sin: table lengths");
+pub fn rope_cos_sin(
+    position: usize,
+    inv_freq: &[f32],
+    attention_factor: f32,
+    cos: &mut [f32],
+    sin: &mut [f32],
+) {
+    assert!(
+        cos.len() == inv_freq.len() && sin.len() == inv_freq.len(),
+        "rope_cos_sin: table lengths"
+    );
     let p = position as f32;
     for ((c, s), f) in cos.iter_mut().zip(sin.iter_mut()).zip(inv_freq) {
         let angle = p * f;
@@ -280,7 +333,10 @@ pub fn rope_cos_sin(position: usize, inv_freq: &[f32], attention_factor: f32, co
 /// `2 * cos.len()` dimensions are rotated (partial rotary leaves the rest untouched).
 pub fn apply_rope(x: &mut [f32], cos: &[f32], sin: &[f32], style: RopeStyle) {
     let half = cos.len();
-    assert!(sin.len() == half && 2 * half <= x.len(), "apply_rope: table longer than the head");
+    assert!(
+        sin.len() == half && 2 * half <= x.len(),
+        "apply_rope: table longer than the head"
+    );
     match style {
         RopeStyle::Neox => {
             let (lo, hi) = x[..2 * half].split_at_mut(half);
@@ -387,10 +443,17 @@ mod tests {
         assert_eq!(a, 1.0);
         assert!(close(plain[0], 1.0, 1e-7) && close(plain[1], 10000f32.powf(-0.25), 1e-6));
         let (linear, _) = rope_frequencies(8, 10000.0, &RopeScaling::Linear { factor: 4.0 });
-        assert!(plain.iter().zip(&linear).all(|(p, l)| close(*l, p / 4.0, 1e-6)));
+        assert!(plain
+            .iter()
+            .zip(&linear)
+            .all(|(p, l)| close(*l, p / 4.0, 1e-6)));
         // Llama 3 with a 32-token original context: wavelengths below 8 are kept, above 32 divided.
-        let scaling =
-            RopeScaling::Llama3 { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_context: 32.0 };
+        let scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_context: 32.0,
+        };
         let (l3, _) = rope_frequencies(8, 10000.0, &scaling);
         for (p, s) in plain.iter().zip(&l3) {
             let wavelen = 2.0 * std::f32::consts::PI / p;

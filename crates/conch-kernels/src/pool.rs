@@ -3,7 +3,10 @@
 //! Workers are spawned once (lazily, or by [`set_threads`]) and wait for work by spinning
 //! briefly and then parking, so the back-to-back calls of a forward pass find them awake.
 //! [`parallel_for`] hands out task indices through an atomic counter; the calling thread
-//! works too, and returns only when every task has finished. Dispatch allocates nothing.
+//! works too, and returns only when every task has finished. Workers join a loop only while it
+//! is open, so a worker the OS has not scheduled yet never delays the caller: the caller closes
+//! the loop once every task is claimed and waits only for workers that joined. Dispatch
+//! allocates nothing.
 //!
 //! One loop runs on the pool at a time. A `parallel_for` issued while the pool is busy (from
 //! another thread, or from inside a task) runs its tasks on the calling thread instead, so
@@ -19,9 +22,9 @@ use std::time::{Duration, Instant};
 /// matrix products of one layer, short enough not to burn a core between tokens.
 const SPIN: Duration = Duration::from_micros(200);
 
-/// The task closure of the loop in flight, with its lifetime erased. It is only dereferenced
-/// between the publication of a job and the moment the worker reports it finished, and the
-/// caller does not return (so the closure lives) before every worker has reported.
+/// The task closure of the loop in flight, with its lifetime erased. Workers dereference it only
+/// while joined to the loop, and the caller does not return (so the closure lives) before every
+/// joined worker has left.
 #[derive(Clone, Copy)]
 struct TaskRef(*const (dyn Fn(usize) + Sync));
 // SAFETY: the pointee is `Sync`, and the pointer is only used while the closure is alive (see above).
@@ -29,13 +32,32 @@ unsafe impl Send for TaskRef {}
 unsafe impl Sync for TaskRef {}
 
 struct Shared {
-    /// Incremented once per job; workers run a job when they see a new value.
+    /// Incremented once per job, to wake workers.
     epoch: AtomicU64,
     job: Mutex<Option<(TaskRef, usize)>>,
     next: AtomicUsize,
-    /// Workers that have not yet finished the current job.
-    pending: AtomicUsize,
+    /// [`OPEN`] while workers may join the job, plus the number of workers joined to it.
+    state: AtomicUsize,
     panicked: AtomicBool,
+}
+
+const OPEN: usize = 1 << (usize::BITS - 1);
+
+impl Shared {
+    /// Joins the job if it is still open.
+    fn join(&self) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        while s & OPEN != 0 {
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+        false
+    }
 }
 
 struct Worker {
@@ -55,10 +77,13 @@ fn pool() -> &'static Mutex<Pool> {
             epoch: AtomicU64::new(0),
             job: Mutex::new(None),
             next: AtomicUsize::new(0),
-            pending: AtomicUsize::new(0),
+            state: AtomicUsize::new(0),
             panicked: AtomicBool::new(false),
         });
-        let mut pool = Pool { shared, workers: Vec::new() };
+        let mut pool = Pool {
+            shared,
+            workers: Vec::new(),
+        };
         pool.resize(default_threads());
         Mutex::new(pool)
     })
@@ -118,7 +143,7 @@ fn worker_loop(shared: &Shared, stop: &AtomicBool, mut seen: u64) {
                 break;
             }
             spins += 1;
-            if spins % 64 == 0 && started.elapsed() > SPIN {
+            if spins & 63 == 0 && started.elapsed() > SPIN {
                 // `unpark` before `park` makes `park` return at once, so a job published
                 // between the check above and here is not missed.
                 thread::park();
@@ -127,16 +152,21 @@ fn worker_loop(shared: &Shared, stop: &AtomicBool, mut seen: u64) {
             }
         }
         seen = shared.epoch.load(Ordering::Acquire);
+        if !shared.join() {
+            continue;
+        }
         let job = *shared.job.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((task, n_tasks)) = job {
-            // SAFETY: the caller keeps the closure alive until `pending` reaches zero.
+            // SAFETY: the caller keeps the closure alive until every joined worker has left.
             let f = unsafe { &*task.0 };
-            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_tasks(shared, f, n_tasks)));
+            let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_tasks(shared, f, n_tasks)
+            }));
             if ok.is_err() {
                 shared.panicked.store(true, Ordering::Release);
             }
         }
-        shared.pending.fetch_sub(1, Ordering::AcqRel);
+        shared.state.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -187,13 +217,15 @@ pub fn parallel_for<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
     }
     let shared = &guard.shared;
     let dyn_f: &(dyn Fn(usize) + Sync) = &f;
-    // SAFETY (lifetime erasure): see `TaskRef`; we wait for `pending == 0` below before returning,
-    // also when a task on this thread panics (the guard's drop waits).
-    let task = TaskRef(unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(dyn_f) });
+    // SAFETY (lifetime erasure): see `TaskRef`; we close the job and wait for joined workers
+    // below before returning, also when a task on this thread panics (the guard's drop waits).
+    let task = TaskRef(unsafe {
+        std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(dyn_f)
+    });
     *shared.job.lock().unwrap_or_else(|e| e.into_inner()) = Some((task, n_tasks));
     shared.next.store(0, Ordering::Relaxed);
     shared.panicked.store(false, Ordering::Relaxed);
-    shared.pending.store(guard.workers.len(), Ordering::Relaxed);
+    shared.state.store(OPEN, Ordering::Release);
     shared.epoch.fetch_add(1, Ordering::AcqRel);
     for w in &guard.workers {
         w.handle.thread().unpark();
@@ -202,8 +234,9 @@ pub fn parallel_for<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
     struct WaitForWorkers<'a>(&'a Shared);
     impl Drop for WaitForWorkers<'_> {
         fn drop(&mut self) {
+            self.0.state.fetch_and(!OPEN, Ordering::AcqRel);
             let mut spins = 0u32;
-            while self.0.pending.load(Ordering::Acquire) != 0 {
+            while self.0.state.load(Ordering::Acquire) != 0 {
                 spins += 1;
                 if spins < 1 << 12 {
                     std::hint::spin_loop();
@@ -216,7 +249,9 @@ pub fn parallel_for<F: Fn(usize) + Sync>(n_tasks: usize, f: F) {
     }
     let wait = WaitForWorkers(shared);
     IN_TASK.with(|c| c.set(true));
-    let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_tasks(shared, dyn_f, n_tasks)));
+    let mine = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_tasks(shared, dyn_f, n_tasks)
+    }));
     IN_TASK.with(|c| c.set(false));
     drop(wait);
     if let Err(payload) = mine {
@@ -238,7 +273,10 @@ mod tests {
             parallel_for(n, |i| {
                 hits[i].fetch_add(1, Ordering::Relaxed);
             });
-            assert!(hits.iter().all(|h| h.load(Ordering::Relaxed) == 1), "n = {n}");
+            assert!(
+                hits.iter().all(|h| h.load(Ordering::Relaxed) == 1),
+                "n = {n}"
+            );
         }
     }
 
@@ -255,7 +293,8 @@ mod tests {
 
     #[test]
     fn panics_propagate_and_pool_survives() {
-        let r = std::panic::catch_unwind(|| parallel_for(64, |i| assert!(i != 37, "task 37 fails")));
+        let r =
+            std::panic::catch_unwind(|| parallel_for(64, |i| assert!(i != 37, "task 37 fails")));
         assert!(r.is_err());
         let count = AtomicUsize::new(0);
         parallel_for(64, |_| {

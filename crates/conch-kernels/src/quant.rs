@@ -14,13 +14,26 @@ use thiserror::Error;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum QuantError {
     #[error("{dtype}: {len} values is not a whole number of {block}-value blocks")]
-    PartialBlock { dtype: DType, len: usize, block: usize },
+    PartialBlock {
+        dtype: DType,
+        len: usize,
+        block: usize,
+    },
     #[error("{dtype}: expected {expected} bytes, got {got}")]
-    ByteLength { dtype: DType, expected: usize, got: usize },
+    ByteLength {
+        dtype: DType,
+        expected: usize,
+        got: usize,
+    },
     #[error("{0} is not supported for this operation")]
     Unsupported(DType),
     #[error("{dtype}: {values} values need {expected} bytes, but the output has {got}")]
-    OutputLength { dtype: DType, values: usize, expected: usize, got: usize },
+    OutputLength {
+        dtype: DType,
+        values: usize,
+        expected: usize,
+        got: usize,
+    },
 }
 
 /// A tensor element type. Block-quantized types store `block_size` values in `type_size` bytes.
@@ -113,15 +126,25 @@ impl DType {
     }
 
     pub fn from_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(name))
+        DType::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(name))
     }
 
     /// Values per block.
     pub fn block_size(self) -> usize {
         match self {
             DType::F32 | DType::F16 | DType::BF16 => 1,
-            DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 | DType::Q8_1 | DType::MXFP4 => 32,
-            DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::Q8_K => 256,
+            DType::Q4_0
+            | DType::Q4_1
+            | DType::Q5_0
+            | DType::Q5_1
+            | DType::Q8_0
+            | DType::Q8_1
+            | DType::MXFP4 => 32,
+            DType::Q2_K | DType::Q3_K | DType::Q4_K | DType::Q5_K | DType::Q6_K | DType::Q8_K => {
+                256
+            }
         }
     }
 
@@ -173,7 +196,11 @@ fn check_lengths(dtype: DType, n_values: usize, bytes: usize) -> Result<(), Quan
         block: dtype.block_size(),
     })?;
     if bytes != expected {
-        return Err(QuantError::ByteLength { dtype, expected, got: bytes });
+        return Err(QuantError::ByteLength {
+            dtype,
+            expected,
+            got: bytes,
+        });
     }
     Ok(())
 }
@@ -195,11 +222,15 @@ fn f16_bytes(x: f32) -> [u8; 2] {
 /// decode, follow ggml's `d * q`).
 pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), QuantError> {
     check_lengths(dtype, dst.len(), src.len())?;
-    let blocks = src.chunks_exact(dtype.type_size()).zip(dst.chunks_exact_mut(dtype.block_size()));
+    let blocks = src
+        .chunks_exact(dtype.type_size())
+        .zip(dst.chunks_exact_mut(dtype.block_size()));
     match dtype {
         DType::F32 => blocks.for_each(|(b, y)| y[0] = f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         DType::F16 => blocks.for_each(|(b, y)| y[0] = f16_at(b)),
-        DType::BF16 => blocks.for_each(|(b, y)| y[0] = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)),
+        DType::BF16 => blocks.for_each(|(b, y)| {
+            y[0] = f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)
+        }),
         DType::Q4_0 => blocks.for_each(|(b, y)| legacy::dequantize_q4_0(b, y)),
         DType::Q4_1 => blocks.for_each(|(b, y)| legacy::dequantize_q4_1(b, y)),
         DType::Q5_0 => blocks.for_each(|(b, y)| legacy::dequantize_q5_0(b, y)),
@@ -220,7 +251,9 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 /// Quantizes `src` into `dst` (exactly `dtype.bytes_for(src.len())` bytes).
 ///
 /// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and MXFP4 are bit-identical to the `gguf` Python
-/// package's `quantize`. Other types give [`QuantError::Unsupported`].
+/// package's `quantize`; Q4_K and Q6_K, which gguf-py cannot write, follow llama.cpp's reference
+/// quantizers (`quantize_row_q4_K_ref`, `quantize_row_q6_K_ref`). Other types give
+/// [`QuantError::Unsupported`].
 pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     let expected = dtype.bytes_for(src.len()).ok_or(QuantError::PartialBlock {
         dtype,
@@ -228,9 +261,16 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
         block: dtype.block_size(),
     })?;
     if dst.len() != expected {
-        return Err(QuantError::OutputLength { dtype, values: src.len(), expected, got: dst.len() });
+        return Err(QuantError::OutputLength {
+            dtype,
+            values: src.len(),
+            expected,
+            got: dst.len(),
+        });
     }
-    let blocks = src.chunks_exact(dtype.block_size()).zip(dst.chunks_exact_mut(dtype.type_size()));
+    let blocks = src
+        .chunks_exact(dtype.block_size())
+        .zip(dst.chunks_exact_mut(dtype.type_size()));
     match dtype {
         DType::F32 => blocks.for_each(|(x, b)| b.copy_from_slice(&x[0].to_le_bytes())),
         DType::F16 => blocks.for_each(|(x, b)| b.copy_from_slice(&f16_bytes(x[0]))),
@@ -241,6 +281,8 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
         DType::Q5_1 => blocks.for_each(|(x, b)| legacy::quantize_q5_1(x, b)),
         DType::Q8_0 => blocks.for_each(|(x, b)| legacy::quantize_q8_0(x, b)),
         DType::MXFP4 => blocks.for_each(|(x, b)| mxfp4::quantize(x, b)),
+        DType::Q4_K => blocks.for_each(|(x, b)| k_quants::quantize_q4_k(x, b)),
+        DType::Q6_K => blocks.for_each(|(x, b)| k_quants::quantize_q6_k(x, b)),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
@@ -264,13 +306,25 @@ mod tests {
     #[test]
     fn wrong_lengths_are_errors() {
         let mut out = [0f32; 31];
-        assert!(matches!(dequantize(DType::Q4_0, &[0; 18], &mut out), Err(QuantError::PartialBlock { .. })));
+        assert!(matches!(
+            dequantize(DType::Q4_0, &[0; 18], &mut out),
+            Err(QuantError::PartialBlock { .. })
+        ));
         let mut out = [0f32; 32];
-        assert!(matches!(dequantize(DType::Q4_0, &[0; 17], &mut out), Err(QuantError::ByteLength { .. })));
+        assert!(matches!(
+            dequantize(DType::Q4_0, &[0; 17], &mut out),
+            Err(QuantError::ByteLength { .. })
+        ));
         let mut bytes = [0u8; 17];
-        assert!(matches!(quantize(DType::Q4_0, &[0.0; 32], &mut bytes), Err(QuantError::OutputLength { .. })));
-        let mut bytes = [0u8; 210];
-        assert_eq!(quantize(DType::Q6_K, &[0.0; 256], &mut bytes), Err(QuantError::Unsupported(DType::Q6_K)));
+        assert!(matches!(
+            quantize(DType::Q4_0, &[0.0; 32], &mut bytes),
+            Err(QuantError::OutputLength { .. })
+        ));
+        let mut bytes = [0u8; 84];
+        assert_eq!(
+            quantize(DType::Q2_K, &[0.0; 256], &mut bytes),
+            Err(QuantError::Unsupported(DType::Q2_K))
+        );
     }
 
     #[test]

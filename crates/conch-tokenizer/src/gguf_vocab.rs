@@ -42,31 +42,93 @@ mod attr {
 
 /// Token texts llama.cpp treats as end-of-turn markers when the file names no EOT id.
 const EOT_TEXTS: &[&str] = &[
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
-    "[EOT]", "<｜end▁of▁sentence｜>", "<end_of_utterance>",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "<|end_of_text|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "<｜end▁of▁sentence｜>",
+    "<end_of_utterance>",
 ];
 /// Fill-in-the-middle markers llama.cpp makes control tokens; pad/repo/file-separator ones also end generation.
 const FIM_TEXTS: &[&str] = &[
-    "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<｜fim▁begin｜>", "<PRE>", "▁<PRE>", "<|code_prefix|>", "<|prefix|>",
-    "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", "<｜fim▁hole｜>", "<SUF>", "▁<SUF>", "<|code_suffix|>", "<|suffix|>",
-    "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<｜fim▁end｜>", "<MID>", "▁<MID>", "<|code_middle|>", "<|middle|>",
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
 ];
 const FIM_EOG_TEXTS: &[&str] = &[
-    "<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>",
-    "<reponame>", "<|file_sep|>",
+    "<|fim_pad|>",
+    "<fim-pad>",
+    "<fim_pad>",
+    "<PAD>",
+    "[PAD]",
+    "<|fim_repo|>",
+    "<|repo_name|>",
+    "<fim-repo>",
+    "<REPO>",
+    "<reponame>",
+    "<|file_sep|>",
 ];
 /// Token texts that end generation whatever the file says.
 const EOG_TEXTS: &[&str] = &[
-    "<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>", "<|flush|>", "<|calls|>", "<end_of_turn>",
-    "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]", "<|end_of_text|>",
-    "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>", "<｜end▁of▁sentence｜>", "[e~[",
+    "<|eot_id|>",
+    "<|im_end|>",
+    "<|end|>",
+    "<|return|>",
+    "<|call|>",
+    "<|flush|>",
+    "<|calls|>",
+    "<end_of_turn>",
+    "<|endoftext|>",
+    "</s>",
+    "<|eom_id|>",
+    "<EOT>",
+    "_<EOT>",
+    "[EOT]",
+    "[EOS]",
+    "<|end_of_text|>",
+    "<end_of_utterance>",
+    "<eos>",
+    "<turn|>",
+    "<|tool_response>",
+    "<｜end▁of▁sentence｜>",
+    "[e~[",
 ];
 /// gpt-oss (harmony) structural tokens that llama.cpp makes user-defined so they print.
 const HARMONY_TEXTS: &[&str] = &["<|channel|>", "<|message|>", "<|start|>", "<|constrain|>"];
 
 enum Model {
     /// Byte-level BPE: merge ranks keyed by `left \0 right`.
-    Bpe { ranks: HashMap<String, u32>, pre: PreTokenizer, ignore_merges: bool },
+    Bpe {
+        ranks: HashMap<String, u32>,
+        pre: PreTokenizer,
+        ignore_merges: bool,
+    },
     /// SentencePiece with scores.
     Spm,
 }
@@ -108,7 +170,9 @@ impl<'a> Meta<'a> {
     fn int(&self, key: &str) -> Result<Option<i64>, TokenizerError> {
         match self.value(key) {
             None => Ok(None),
-            Some(v) => as_int(v).map(Some).ok_or_else(|| wrong_type(key, "an integer", v)),
+            Some(v) => as_int(v)
+                .map(Some)
+                .ok_or_else(|| wrong_type(key, "an integer", v)),
         }
     }
     fn bool(&self, key: &str) -> Result<Option<bool>, TokenizerError> {
@@ -126,7 +190,9 @@ impl<'a> Meta<'a> {
         }
     }
     fn strings(&self, key: &str) -> Result<Option<Vec<String>>, TokenizerError> {
-        let Some(items) = self.array(key)? else { return Ok(None) };
+        let Some(items) = self.array(key)? else {
+            return Ok(None);
+        };
         items
             .iter()
             .map(|v| match v {
@@ -160,48 +226,71 @@ fn wrong_type(key: &str, wanted: &str, got: &MetaValue) -> TokenizerError {
 
 impl GgufVocab {
     /// Reads the `tokenizer.ggml.*` keys through `get` (a GGUF file's metadata lookup).
-    pub fn from_metadata<'a>(get: &'a dyn Fn(&str) -> Option<&'a MetaValue>) -> Result<GgufVocab, TokenizerError> {
+    pub fn from_metadata<'a>(
+        get: &'a dyn Fn(&str) -> Option<&'a MetaValue>,
+    ) -> Result<GgufVocab, TokenizerError> {
         let meta = Meta { get };
-        let model_name = meta
-            .string("tokenizer.ggml.model")?
-            .ok_or_else(|| TokenizerError::Invalid("metadata tokenizer.ggml.model is missing".into()))?;
+        let model_name = meta.string("tokenizer.ggml.model")?.ok_or_else(|| {
+            TokenizerError::Invalid("metadata tokenizer.ggml.model is missing".into())
+        })?;
         let pre_name = meta.string("tokenizer.ggml.pre")?.unwrap_or("");
-        let tokens = meta
-            .strings("tokenizer.ggml.tokens")?
-            .ok_or_else(|| TokenizerError::Invalid("metadata tokenizer.ggml.tokens is missing".into()))?;
+        let tokens = meta.strings("tokenizer.ggml.tokens")?.ok_or_else(|| {
+            TokenizerError::Invalid("metadata tokenizer.ggml.tokens is missing".into())
+        })?;
         let n = tokens.len();
         if n == 0 || n > u32::MAX as usize {
-            return Err(TokenizerError::Invalid(format!("vocabulary has {n} tokens")));
+            return Err(TokenizerError::Invalid(format!(
+                "vocabulary has {n} tokens"
+            )));
         }
         // tokens are stored with their text; empty ones get a placeholder as in llama.cpp
-        let tokens: Vec<String> =
-            tokens.into_iter().enumerate().map(|(i, t)| if t.is_empty() { format!("[EMPTY_{i}]") } else { t }).collect();
+        let tokens: Vec<String> = tokens
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.is_empty() {
+                    format!("[EMPTY_{i}]")
+                } else {
+                    t
+                }
+            })
+            .collect();
 
         let scores = match meta.array("tokenizer.ggml.scores")? {
             None => vec![0.0; n],
             Some(items) if items.len() < n => {
-                return Err(TokenizerError::Invalid(format!("{} scores for {n} tokens", items.len())));
+                return Err(TokenizerError::Invalid(format!(
+                    "{} scores for {n} tokens",
+                    items.len()
+                )));
             }
             Some(items) => items[..n]
                 .iter()
                 .map(|v| match *v {
                     MetaValue::F32(x) => Ok(x),
                     MetaValue::I32(x) => Ok(x as f32),
-                    ref other => Err(wrong_type("tokenizer.ggml.scores", "an array of f32", other)),
+                    ref other => Err(wrong_type(
+                        "tokenizer.ggml.scores",
+                        "an array of f32",
+                        other,
+                    )),
                 })
                 .collect::<Result<_, _>>()?,
         };
         let mut attrs = match meta.array("tokenizer.ggml.token_type")? {
             None => vec![attr::NORMAL; n],
             Some(items) if items.len() < n => {
-                return Err(TokenizerError::Invalid(format!("{} token types for {n} tokens", items.len())));
+                return Err(TokenizerError::Invalid(format!(
+                    "{} token types for {n} tokens",
+                    items.len()
+                )));
             }
             Some(items) => items[..n]
                 .iter()
                 .map(|v| {
-                    as_int(v)
-                        .map(attr::from_type)
-                        .ok_or_else(|| wrong_type("tokenizer.ggml.token_type", "an array of integers", v))
+                    as_int(v).map(attr::from_type).ok_or_else(|| {
+                        wrong_type("tokenizer.ggml.token_type", "an array of integers", v)
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         };
@@ -212,11 +301,14 @@ impl GgufVocab {
         }
 
         // model kind and its defaults (llama.cpp's loader)
-        let (model, mut bos, mut eos, mut unk, mut add_bos, mut add_space_prefix) = match model_name {
+        let (model, mut bos, mut eos, mut unk, mut add_bos, mut add_space_prefix) = match model_name
+        {
             "llama" => (Model::Spm, Some(1), Some(2), Some(0), true, true),
             "gpt2" => {
                 let cfg = PreConfig::for_pre(pre_name).ok_or_else(|| {
-                    TokenizerError::Unsupported(format!("pre-tokenizer type '{pre_name}' (tokenizer.ggml.pre)"))
+                    TokenizerError::Unsupported(format!(
+                        "pre-tokenizer type '{pre_name}' (tokenizer.ggml.pre)"
+                    ))
                 })?;
                 let merges = meta.strings("tokenizer.ggml.merges")?.ok_or_else(|| {
                     TokenizerError::Invalid("gpt2 vocabulary has no tokenizer.ggml.merges".into())
@@ -224,7 +316,11 @@ impl GgufVocab {
                 let mut ranks = HashMap::with_capacity(merges.len());
                 for (rank, merge) in merges.iter().enumerate() {
                     // the separator is the first space after the first character
-                    let split = merge.char_indices().skip(1).find(|&(_, c)| c == ' ').map(|(i, _)| i);
+                    let split = merge
+                        .char_indices()
+                        .skip(1)
+                        .find(|&(_, c)| c == ' ')
+                        .map(|(i, _)| i);
                     let key = match split {
                         Some(i) => merge_key(&merge[..i], &merge[i + 1..]),
                         None => merge_key("", ""),
@@ -233,7 +329,18 @@ impl GgufVocab {
                 }
                 let pre = PreTokenizer::new(cfg.patterns)?;
                 let bos = if cfg.no_bos { None } else { Some(11) };
-                (Model::Bpe { ranks, pre, ignore_merges: cfg.ignore_merges }, bos, Some(11), None, cfg.add_bos, false)
+                (
+                    Model::Bpe {
+                        ranks,
+                        pre,
+                        ignore_merges: cfg.ignore_merges,
+                    },
+                    bos,
+                    Some(11),
+                    None,
+                    cfg.add_bos,
+                    false,
+                )
             }
             other => {
                 return Err(TokenizerError::Unsupported(format!(
@@ -307,7 +414,9 @@ impl GgufVocab {
         }
 
         let mut special_cache: Vec<u32> = (0..n as u32)
-            .filter(|&id| attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0)
+            .filter(|&id| {
+                attrs[id as usize] & (attr::CONTROL | attr::USER_DEFINED | attr::UNKNOWN) != 0
+            })
             .collect();
         special_cache.sort_by_key(|&id| Reverse(tokens[id as usize].len()));
 
@@ -329,7 +438,10 @@ impl GgufVocab {
     }
 
     fn attr(&self, id: u32) -> u8 {
-        self.attrs.get(id as usize).copied().unwrap_or(attr::UNDEFINED)
+        self.attrs
+            .get(id as usize)
+            .copied()
+            .unwrap_or(attr::UNDEFINED)
     }
 
     /// Cuts special tokens out of `text`: the result alternates text slices and token ids.
@@ -343,7 +455,10 @@ impl GgufVocab {
                 continue;
             }
             let needle = self.tokens[id as usize].as_str();
-            if !fragments.iter().any(|f| matches!(f, Fragment::Text(t) if t.contains(needle))) {
+            if !fragments
+                .iter()
+                .any(|f| matches!(f, Fragment::Text(t) if t.contains(needle)))
+            {
                 continue;
             }
             let mut next = Vec::with_capacity(fragments.len() + 2);
@@ -368,7 +483,13 @@ impl GgufVocab {
         fragments
     }
 
-    fn bpe_word(&self, word: &str, ranks: &HashMap<String, u32>, ignore_merges: bool, out: &mut Vec<u32>) {
+    fn bpe_word(
+        &self,
+        word: &str,
+        ranks: &HashMap<String, u32>,
+        ignore_merges: bool,
+        out: &mut Vec<u32>,
+    ) {
         let encoded: String = word.bytes().map(|b| byte_to_char()[b as usize]).collect();
         if ignore_merges {
             if let Some(&id) = self.token_to_id.get(&encoded) {
@@ -378,18 +499,21 @@ impl GgufVocab {
         }
         let mut symbols = Symbols::new(&encoded);
         let mut queue = BinaryHeap::new();
-        let push = |queue: &mut BinaryHeap<Reverse<(u32, usize, String)>>, symbols: &Symbols, left: usize| {
-            let Some(right) = symbols.next[left] else { return };
+        let push = |queue: &mut BinaryHeap<Reverse<(u32, usize, usize, String)>>,
+                    symbols: &Symbols,
+                    left: usize| {
+            let Some(right) = symbols.next[left] else {
+                return;
+            };
             let (l, r) = (symbols.text(left), symbols.text(right));
             if let Some(&rank) = ranks.get(&merge_key(l, r)) {
-                queue.push(Reverse((rank, left, format!("{l}{r}"))));
+                queue.push(Reverse((rank, left, right, format!("{l}{r}"))));
             }
         };
         for i in 0..symbols.len() {
             push(&mut queue, &symbols, i);
         }
-        while let Some(Reverse((_, left, text))) = queue.pop() {
-            let Some(right) = symbols.next[left] else { continue };
+        while let Some(Reverse((_, left, right, text))) = queue.pop() {
             if symbols.len_of(left) == 0 || symbols.len_of(right) == 0 {
                 continue;
             }
@@ -409,12 +533,10 @@ impl GgufVocab {
             match self.token_to_id.get(piece) {
                 Some(&id) => out.push(id),
                 // no token: llama.cpp tries each single byte of the text as a token
-                None => out.extend(
-                    piece
-                        .bytes()
-                        .filter(|b| b.is_ascii())
-                        .filter_map(|b| self.token_to_id.get(std::str::from_utf8(&[b]).unwrap_or_default())),
-                ),
+                None => out.extend(piece.bytes().filter(|b| b.is_ascii()).filter_map(|b| {
+                    self.token_to_id
+                        .get(std::str::from_utf8(&[b]).unwrap_or_default())
+                })),
             }
         }
     }
@@ -423,19 +545,30 @@ impl GgufVocab {
         let mut symbols = Symbols::new(text);
         let mut queue = BinaryHeap::new();
         // best score first, then leftmost
-        let push = |queue: &mut BinaryHeap<(Score, Reverse<usize>, usize)>, symbols: &Symbols, left: usize| {
-            let Some(right) = symbols.next[left] else { return };
+        let push = |queue: &mut BinaryHeap<(Score, Reverse<usize>, usize, usize)>,
+                    symbols: &Symbols,
+                    left: usize| {
+            let Some(right) = symbols.next[left] else {
+                return;
+            };
             let joined = symbols.joined(left, right);
             if let Some(&id) = self.token_to_id.get(joined) {
-                queue.push((Score(self.scores[id as usize]), Reverse(left), joined.len()));
+                queue.push((
+                    Score(self.scores[id as usize]),
+                    Reverse(left),
+                    right,
+                    joined.len(),
+                ));
             }
         };
         for i in 0..symbols.len() {
             push(&mut queue, &symbols, i);
         }
-        while let Some((_, Reverse(left), size)) = queue.pop() {
-            let Some(right) = symbols.next[left] else { continue };
-            if symbols.len_of(left) == 0 || symbols.len_of(right) == 0 || symbols.len_of(left) + symbols.len_of(right) != size {
+        while let Some((_, Reverse(left), right, size)) = queue.pop() {
+            if symbols.len_of(left) == 0
+                || symbols.len_of(right) == 0
+                || symbols.len_of(left) + symbols.len_of(right) != size
+            {
                 continue;
             }
             symbols.merge(left);
@@ -464,7 +597,11 @@ impl GgufVocab {
             .or_else(|| single.and_then(|s| self.token_to_id.get(s)))
             .copied()
             .or(self.unk)
-            .ok_or_else(|| TokenizerError::Invalid(format!("vocabulary has no byte token {hex} and no unknown token")))
+            .ok_or_else(|| {
+                TokenizerError::Invalid(format!(
+                    "vocabulary has no byte token {hex} and no unknown token"
+                ))
+            })
     }
 
     /// The bytes of a token; `special` says whether control/unknown tokens give their text.
@@ -474,28 +611,32 @@ impl GgufVocab {
         if a & (attr::CONTROL | attr::UNKNOWN) != 0 && !special {
             return Some(Vec::new());
         }
-        Some(if a & (attr::CONTROL | attr::UNKNOWN | attr::USER_DEFINED) != 0 {
-            text.as_bytes().to_vec()
-        } else if a & attr::NORMAL != 0 {
-            match self.model {
-                Model::Spm => text.replace('\u{2581}', " ").into_bytes(),
-                Model::Bpe { .. } => {
-                    let mut bytes = Vec::with_capacity(text.len());
-                    for c in text.chars() {
-                        match char_to_byte(c) {
-                            Some(b) => bytes.push(b),
-                            // not a byte-level character: keep it as it is
-                            None => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+        Some(
+            if a & (attr::CONTROL | attr::UNKNOWN | attr::USER_DEFINED) != 0 {
+                text.as_bytes().to_vec()
+            } else if a & attr::NORMAL != 0 {
+                match self.model {
+                    Model::Spm => text.replace('\u{2581}', " ").into_bytes(),
+                    Model::Bpe { .. } => {
+                        let mut bytes = Vec::with_capacity(text.len());
+                        for c in text.chars() {
+                            match char_to_byte(c) {
+                                Some(b) => bytes.push(b),
+                                // not a byte-level character: keep it as it is
+                                None => {
+                                    bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes())
+                                }
+                            }
                         }
+                        bytes
                     }
-                    bytes
                 }
-            }
-        } else if a & attr::BYTE != 0 {
-            vec![parse_byte_token(text)?]
-        } else {
-            Vec::new()
-        })
+            } else if a & attr::BYTE != 0 {
+                vec![parse_byte_token(text)?]
+            } else {
+                Vec::new()
+            },
+        )
     }
 }
 
@@ -546,10 +687,20 @@ impl<'t> Symbols<'t> {
     fn new(text: &'t str) -> Symbols<'t> {
         let start: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
         let count = start.len();
-        let len = (0..count).map(|i| start.get(i + 1).copied().unwrap_or(text.len()) - start[i]).collect();
+        let len = (0..count)
+            .map(|i| start.get(i + 1).copied().unwrap_or(text.len()) - start[i])
+            .collect();
         let prev = (0..count).map(|i| i.checked_sub(1)).collect();
-        let next = (0..count).map(|i| (i + 1 < count).then_some(i + 1)).collect();
-        Symbols { text, start, len, prev, next }
+        let next = (0..count)
+            .map(|i| (i + 1 < count).then_some(i + 1))
+            .collect();
+        Symbols {
+            text,
+            start,
+            len,
+            prev,
+            next,
+        }
     }
     fn len(&self) -> usize {
         self.start.len()
@@ -575,16 +726,25 @@ impl<'t> Symbols<'t> {
         }
     }
     fn pieces(&self) -> impl Iterator<Item = &'t str> + '_ {
-        (0..self.len()).filter(|&i| self.len[i] > 0).map(|i| self.text(i))
+        (0..self.len())
+            .filter(|&i| self.len[i] > 0)
+            .map(|i| self.text(i))
     }
 }
 
 impl TokenizerBackend for GgufVocab {
-    fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+    fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         let mut out = Vec::new();
         let fragments = self.partition(text, parse_special);
         if add_special && self.add_bos {
-            out.push(self.bos.ok_or_else(|| TokenizerError::Invalid("the model adds BOS but has no BOS token".into()))?);
+            out.push(self.bos.ok_or_else(|| {
+                TokenizerError::Invalid("the model adds BOS but has no BOS token".into())
+            })?);
         }
         match &self.model {
             Model::Spm => {
@@ -607,7 +767,11 @@ impl TokenizerBackend for GgufVocab {
                     }
                 }
             }
-            Model::Bpe { ranks, pre, ignore_merges } => {
+            Model::Bpe {
+                ranks,
+                pre,
+                ignore_merges,
+            } => {
                 for fragment in fragments {
                     match fragment {
                         Fragment::Token(id) => out.push(id),
@@ -621,7 +785,9 @@ impl TokenizerBackend for GgufVocab {
             }
         }
         if add_special && self.add_eos {
-            out.push(self.eos.ok_or_else(|| TokenizerError::Invalid("the model adds EOS but has no EOS token".into()))?);
+            out.push(self.eos.ok_or_else(|| {
+                TokenizerError::Invalid("the model adds EOS but has no EOS token".into())
+            })?);
         }
         Ok(out)
     }
@@ -630,8 +796,14 @@ impl TokenizerBackend for GgufVocab {
         let mut bytes = Vec::new();
         let mut strip_space = self.add_space_prefix;
         for &id in ids {
-            let Some(piece) = self.piece(id, !skip_special) else { continue };
-            let piece = if strip_space && !self.is_special(id) && piece.first() == Some(&b' ') { &piece[1..] } else { &piece[..] };
+            let Some(piece) = self.piece(id, !skip_special) else {
+                continue;
+            };
+            let piece = if strip_space && !self.is_special(id) && piece.first() == Some(&b' ') {
+                &piece[1..]
+            } else {
+                &piece[..]
+            };
             if !piece.is_empty() || !self.is_special(id) {
                 strip_space = false;
             }
@@ -663,5 +835,172 @@ impl TokenizerBackend for GgufVocab {
     }
     fn strips_leading_space(&self) -> bool {
         self.add_space_prefix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(items: &[&str]) -> MetaValue {
+        MetaValue::Array(
+            items
+                .iter()
+                .map(|s| MetaValue::String(s.to_string()))
+                .collect(),
+        )
+    }
+
+    fn build(entries: Vec<(&str, MetaValue)>) -> Result<GgufVocab, TokenizerError> {
+        let map: HashMap<String, MetaValue> = entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        GgufVocab::from_metadata(&|k| map.get(k))
+    }
+
+    /// A small SentencePiece vocabulary: specials, byte tokens for 'a' and two UTF-8 bytes, pieces.
+    fn tiny_spm() -> GgufVocab {
+        let tokens = [
+            "<unk>",
+            "<s>",
+            "</s>",
+            "<0x61>",
+            "<0xC3>",
+            "<0xA9>",
+            "\u{2581}",
+            "b",
+            "c",
+            "bc",
+            "\u{2581}b",
+            "\u{2581}bc",
+        ];
+        let scores = [
+            0.0, 0.0, 0.0, 0.0, 0.0, 0.0, -1.0, -2.0, -2.0, -3.0, -5.0, -1.5,
+        ];
+        let types = [2, 3, 3, 6, 6, 6, 1, 1, 1, 1, 1, 1];
+        build(vec![
+            ("tokenizer.ggml.model", MetaValue::String("llama".into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            (
+                "tokenizer.ggml.scores",
+                MetaValue::Array(scores.iter().map(|&s| MetaValue::F32(s)).collect()),
+            ),
+            (
+                "tokenizer.ggml.token_type",
+                MetaValue::Array(types.iter().map(|&t| MetaValue::I32(t)).collect()),
+            ),
+        ])
+        .unwrap()
+    }
+
+    #[test]
+    fn spm_merges_best_score_first_and_falls_back_to_bytes() {
+        let v = tiny_spm();
+        // "▁bc": "bc" (-3) outranks "▁b" (-5), then "▁"+"bc" → "▁bc" (-1.5)
+        assert_eq!(v.encode("bc", false, false).unwrap(), vec![11]);
+        // 'a' has no piece: its byte token; 'é' (C3 A9) likewise; BOS from the defaults
+        assert_eq!(
+            v.encode("a é", true, false).unwrap(),
+            vec![1, 6, 3, 6, 4, 5]
+        );
+        assert_eq!(v.decode(&[1, 6, 3, 6, 4, 5], true), "a é");
+        assert_eq!(v.decode(&[4], false), "\u{FFFD}");
+    }
+
+    #[test]
+    fn spm_special_tokens_only_parsed_when_asked() {
+        let v = tiny_spm();
+        assert_eq!(v.encode("</s>b", false, true).unwrap(), vec![2, 10]);
+        assert_ne!(v.encode("</s>b", false, false).unwrap()[0], 2);
+    }
+
+    #[test]
+    fn bpe_applies_merges_by_rank() {
+        // byte-level: 'Ġ' is the space
+        let tokens = ["a", "b", "Ġ", "ab", "Ġa", "Ġab", "<|endoftext|>"];
+        let v = build(vec![
+            ("tokenizer.ggml.model", MetaValue::String("gpt2".into())),
+            ("tokenizer.ggml.pre", MetaValue::String("gpt-2".into())),
+            ("tokenizer.ggml.tokens", strings(&tokens)),
+            ("tokenizer.ggml.merges", strings(&["a b", "Ġ a", "Ġa b"])),
+            (
+                "tokenizer.ggml.token_type",
+                MetaValue::Array([1, 1, 1, 1, 1, 1, 3].map(MetaValue::I32).to_vec()),
+            ),
+            ("tokenizer.ggml.eos_token_id", MetaValue::U32(6)),
+        ])
+        .unwrap();
+        // " ab": "a b" ranks first → Ġ + ab; "Ġ ab" is no merge, so it stays two tokens
+        assert_eq!(v.encode(" ab", false, false).unwrap(), vec![2, 3]);
+        assert_eq!(
+            v.encode("ab<|endoftext|>", false, true).unwrap(),
+            vec![3, 6]
+        );
+        assert_eq!(v.decode(&[2, 3, 6], true), " ab");
+        assert_eq!(v.decode(&[2, 3, 6], false), " ab<|endoftext|>");
+        assert_eq!(v.eos_ids(), vec![6]);
+    }
+
+    #[test]
+    fn out_of_range_ids_are_skipped() {
+        let v = tiny_spm();
+        assert_eq!(v.decode(&[7, 99_999, u32::MAX, 8], false), "bc");
+        assert_eq!(v.token_bytes(99_999), None);
+        assert_eq!(v.id_to_token(u32::MAX), None);
+    }
+
+    fn error_of(entries: Vec<(&str, MetaValue)>) -> String {
+        match build(entries) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("accepted bad metadata"),
+        }
+    }
+
+    #[test]
+    fn bad_metadata_gives_clear_errors() {
+        let model = |m: &str| ("tokenizer.ggml.model", MetaValue::String(m.into()));
+        let tokens = || ("tokenizer.ggml.tokens", strings(&["a", "b"]));
+        assert!(error_of(vec![tokens()]).contains("tokenizer.ggml.model is missing"));
+        assert!(error_of(vec![model("t5"), tokens()]).contains("'t5'"));
+        assert!(error_of(vec![
+            model("gpt2"),
+            tokens(),
+            ("tokenizer.ggml.pre", MetaValue::String("gpt-2".into()))
+        ])
+        .contains("merges"));
+        let e = error_of(vec![
+            model("gpt2"),
+            tokens(),
+            ("tokenizer.ggml.pre", MetaValue::String("martian".into())),
+            ("tokenizer.ggml.merges", strings(&["a b"])),
+        ]);
+        assert!(e.contains("'martian'"), "{e}");
+        assert!(error_of(vec![model("llama")]).contains("tokenizer.ggml.tokens is missing"));
+        let e = error_of(vec![
+            model("llama"),
+            (
+                "tokenizer.ggml.tokens",
+                MetaValue::Array(vec![MetaValue::U8(1)]),
+            ),
+        ]);
+        assert!(
+            e.contains("tokenizer.ggml.tokens should be an array of strings"),
+            "{e}"
+        );
+        let e = error_of(vec![
+            model("llama"),
+            tokens(),
+            (
+                "tokenizer.ggml.scores",
+                MetaValue::Array(vec![MetaValue::F32(0.0)]),
+            ),
+        ]);
+        assert!(e.contains("1 scores for 2 tokens"), "{e}");
+        let e = error_of(vec![
+            model("llama"),
+            ("tokenizer.ggml.tokens", MetaValue::Array(vec![])),
+        ]);
+        assert!(e.contains("0 tokens"), "{e}");
     }
 }

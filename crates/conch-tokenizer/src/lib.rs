@@ -36,7 +36,10 @@ pub enum TokenizerError {
     #[error("unsupported tokenizer: {0}")]
     Unsupported(String),
     #[error("{path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Format(#[from] FormatError),
 }
@@ -45,7 +48,12 @@ pub enum TokenizerError {
 pub trait TokenizerBackend: Send + Sync {
     /// Text to ids. `add_special` adds BOS/EOS as the model's own settings say; `parse_special`
     /// turns special-token texts (`<|im_start|>`) in `text` into their ids instead of spelling them.
-    fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError>;
+    fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError>;
     /// Ids to text, the back end's own way; unknown ids are skipped.
     fn decode(&self, ids: &[u32], skip_special: bool) -> String;
     /// The raw bytes a token stands for in running text (special tokens give their text).
@@ -81,10 +89,17 @@ impl Tokenizer {
 
     /// The vocabulary in a GGUF file's `tokenizer.ggml.*` metadata.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Tokenizer, TokenizerError> {
-        Ok(Tokenizer::new(Box::new(GgufVocab::from_gguf(gguf)?)))
+        Ok(Tokenizer::new(Box::new(GgufVocab::from_metadata(
+            &|key| gguf.get(key),
+        )?)))
     }
 
-    pub fn encode(&self, text: &str, add_special: bool, parse_special: bool) -> Result<Vec<u32>, TokenizerError> {
+    pub fn encode(
+        &self,
+        text: &str,
+        add_special: bool,
+        parse_special: bool,
+    ) -> Result<Vec<u32>, TokenizerError> {
         self.backend.encode(text, add_special, parse_special)
     }
 

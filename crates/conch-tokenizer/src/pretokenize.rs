@@ -11,14 +11,15 @@ use crate::unicode::CptFlags;
 use crate::TokenizerError;
 use onig::{EncodedBytes, MatchParam, Regex, RegexOptions, Region, SearchOptions, Syntax};
 
-const GPT2_PATTERN: &str = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
+const GPT2_PATTERN: &str =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)";
 const LLAMA3_PATTERN: &str = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const QWEN2_PATTERN: &str = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const NEWLINES_PATTERN: &str = "[^\\n]+|[\\n]+";
 const DEEPSEEK3_MAIN: &str = "[!\"#$%&'()*+,\\-./:;<=>?@\\[\\\\\\]^_`{|}~][A-Za-z]+|[^\r\n\\p{L}\\p{P}\\p{S}]?[\\p{L}\\p{M}]+| ?[\\p{P}\\p{S}]+[\r\n]*|\\s*[\r\n]+|\\s+(?!\\S)|\\s+";
 const GPT4O_PATTERN: &str = "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])?|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const TEKKEN_PATTERN: &str = "[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))*((?=[\\p{L}])([^A-Z]))+|[^\\r\\n\\p{L}\\p{N}]?((?=[\\p{L}])([^a-z]))+((?=[\\p{L}])([^A-Z]))*|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
-const BLOOM_PATTERN: &str = " ?[^(\\s|.,!?…。，、।۔،)]+";
+const BLOOM_PATTERN: &str = " ?[^(\\s|.,!?\u{2026}\u{3002}\u{FF0C}\u{3001}\u{964}\u{6D4}\u{60C})]+";
 
 /// How one `tokenizer.ggml.pre` value tokenizes (from llama.cpp's vocabulary loader).
 #[derive(Clone, Copy, Debug)]
@@ -36,8 +37,18 @@ impl PreConfig {
     /// The pre-tokenizer for a `tokenizer.ggml.pre` value; `None` for one we do not know
     /// (llama.cpp refuses those too).
     pub(crate) fn for_pre(pre: &str) -> Option<PreConfig> {
-        let cfg = |patterns, ignore_merges, add_bos| PreConfig { patterns, ignore_merges, add_bos, no_bos: false };
-        const DEFAULT: &[&str] = &["[\\p{P}\\$\\+<=>\\^~\\|]+", GPT2_PATTERN, "\\p{N}+", "[0-9][0-9][0-9]"];
+        let cfg = |patterns, ignore_merges, add_bos| PreConfig {
+            patterns,
+            ignore_merges,
+            add_bos,
+            no_bos: false,
+        };
+        const DEFAULT: &[&str] = &[
+            "[\\p{P}\\$\\+<=>\\^~\\|]+",
+            GPT2_PATTERN,
+            "\\p{N}+",
+            "[0-9][0-9][0-9]",
+        ];
         Some(match pre {
             "" | "default" => cfg(DEFAULT, false, false),
             "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
@@ -46,20 +57,18 @@ impl PreConfig {
             "deepseek-llm" => cfg(
                 &[
                     "[\r\n]",
-                    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+",
-                    "\\s?[!-/:-~！-／：-～‘-‟　-。]+",
+                    "\\s?[A-Za-z\u{B5}\u{C0}-\u{D6}\u{D8}-\u{F6}\u{F8}-\u{1BA}\u{1BC}-\u{1BF}\u{1C4}-\u{293}\u{295}-\u{2AF}\u{370}-\u{373}\u{376}\u{377}\u{37B}-\u{37D}\u{37F}\u{386}\u{388}-\u{38A}\u{38C}\u{38E}-\u{3A1}\u{3A3}-\u{3F5}\u{3F7}-\u{481}\u{48A}-\u{52F}\u{531}-\u{556}\u{10A0}-\u{10C5}\u{13A0}-\u{13F5}\u{13F8}-\u{13FD}\u{1C90}-\u{1CBA}\u{1CBD}-\u{1CBF}\u{1D00}-\u{1D2B}\u{1D6B}-\u{1D77}\u{1D79}-\u{1D9A}\u{1E00}-\u{1F15}\u{1F18}-\u{1F1D}\u{1F20}-\u{1F45}\u{1F48}-\u{1F4D}\u{1F50}-\u{1F57}\u{1F59}\u{1F5B}\u{1F5D}\u{1F5F}-\u{1F7D}\u{1F80}-\u{1FB4}\u{1FB6}-\u{1FBC}\u{1FBE}\u{1FC2}-\u{1FC4}\u{1FC6}-\u{1FCC}\u{1FD0}-\u{1FD3}\u{1FD6}-\u{1FDB}\u{1FE0}-\u{1FEC}\u{1FF2}-\u{1FF4}\u{1FF6}-\u{1FFC}\u{2102}\u{2107}\u{210A}-\u{2113}\u{2115}\u{2119}-\u{211D}\u{2124}\u{2126}\u{2128}\u{212A}-\u{212D}\u{212F}-\u{2134}\u{2139}\u{213C}-\u{213F}\u{2145}-\u{2149}\u{214E}\u{2183}\u{2184}\u{2C00}-\u{2C7B}\u{2C7E}-\u{2CE4}\u{2CEB}-\u{2CEE}\u{2CF2}\u{2CF3}\u{A640}-\u{A66D}\u{A680}-\u{A69B}\u{A722}-\u{A76F}\u{A771}-\u{A787}\u{A78B}-\u{A78E}\u{AB70}-\u{ABBF}\u{FB00}-\u{FB06}\u{FB13}-\u{FB17}\u{FF21}-\u{FF3A}\u{FF41}-\u{FF5A}\u{10400}-\u{1044F}\u{104B0}-\u{104D3}\u{104D8}-\u{104FB}\u{10C80}-\u{10CB2}\u{10CC0}-\u{10CF2}\u{118A0}-\u{118DF}\u{1E900}-\u{1E943}]+",
+                    "\\s?[!-/:-~\u{FF01}-\u{FF0F}\u{FF1A}-\u{FF5E}\u{2018}-\u{201F}\u{3000}-\u{3002}]+",
                     "\\s+$",
-                    "[一-龥ࠀ-一가-퟿]+",
+                    "[\u{4E00}-\u{9FA5}\u{800}-\u{4E00}\u{AC00}-\u{D7FF}]+",
                     "\\p{N}+",
                 ],
                 false,
                 false,
             ),
-            "deepseek-coder" => {
-                cfg(&["[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[一-龥ࠀ-一가-퟿]+", "\\p{N}"], false, false)
-            }
+            "deepseek-coder" => cfg(&["[\r\n]", "\\s?\\p{L}+", "\\s?\\p{P}+", "[\u{4E00}-\u{9FA5}\u{800}-\u{4E00}\u{AC00}-\u{D7FF}]+", "\\p{N}"], false, false),
             "deepseek-v3" | "hunyuan-dense" | "joyai-llm" | "hy_v4" => {
-                cfg(&["\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", DEEPSEEK3_MAIN], false, false)
+                cfg(&["\\p{N}{1,3}", "[\u{4E00}-\u{9FA5}\u{3040}-\u{309F}\u{30A0}-\u{30FF}]+", DEEPSEEK3_MAIN], false, false)
             }
             "falcon" => cfg(&["[\\p{P}\\$\\+<=>\\^~\\|`]+", GPT2_PATTERN, "[0-9][0-9][0-9]"], false, false),
             "starcoder" | "refact" | "command-r" | "smollm" | "codeshell" | "exaone" | "minerva-7b" | "mellum2" => {
@@ -136,7 +145,10 @@ fn collapse_pattern(pattern: &str) -> Result<Vec<u8>, TokenizerError> {
             inside_class = true;
         } else if bytes[i] == b']' && inside_class && !escaped {
             inside_class = false;
-        } else if let Some((name, byte, ascii)) = CLASSES.iter().find(|(name, _, _)| pattern[i..].starts_with(name)) {
+        } else if let Some((name, byte, ascii)) = CLASSES
+            .iter()
+            .find(|(name, _, _)| pattern[i..].starts_with(name))
+        {
             if !inside_class {
                 out.push(b'[');
             }
@@ -155,7 +167,9 @@ fn collapse_pattern(pattern: &str) -> Result<Vec<u8>, TokenizerError> {
 }
 
 fn regex_error(pattern: &str, e: onig::Error) -> TokenizerError {
-    TokenizerError::Invalid(format!("pre-tokenizer regex {pattern:?} does not compile: {e}"))
+    TokenizerError::Invalid(format!(
+        "pre-tokenizer regex {pattern:?} does not compile: {e}"
+    ))
 }
 
 impl PreTokenizer {
@@ -187,14 +201,25 @@ impl PreTokenizer {
             };
             splitters.push(splitter);
         }
-        Ok(PreTokenizer { splitters, needs_collapsed })
+        Ok(PreTokenizer {
+            splitters,
+            needs_collapsed,
+        })
     }
 
     /// Splits `text` into words (as strings of the original text).
     pub(crate) fn split<'t>(&self, text: &'t str) -> Result<Vec<&'t str>, TokenizerError> {
         let cpts: Vec<u32> = text.chars().map(|c| c as u32).collect();
         let collapsed: Vec<u8> = if self.needs_collapsed {
-            cpts.iter().map(|&c| if c < 128 { c as u8 } else { CptFlags::of(c).collapsed_byte() }).collect()
+            cpts.iter()
+                .map(|&c| {
+                    if c < 128 {
+                        c as u8
+                    } else {
+                        CptFlags::of(c).collapsed_byte()
+                    }
+                })
+                .collect()
         } else {
             Vec::new()
         };
@@ -208,12 +233,17 @@ impl PreTokenizer {
                     bytes: collapsed[start..end].to_vec(),
                     boundaries: None,
                 })?,
-                Splitter::Wide(regex) => split_regex(&lengths, regex, |start, end| wide_chunk(&cpts[start..end]))?,
+                Splitter::Wide(regex) => {
+                    split_regex(&lengths, regex, |start, end| wide_chunk(&cpts[start..end]))?
+                }
             };
         }
         // codepoint lengths → slices of the text
         let mut words = Vec::with_capacity(lengths.len());
-        let mut chars = text.char_indices().map(|(i, _)| i).chain(std::iter::once(text.len()));
+        let mut chars = text
+            .char_indices()
+            .map(|(i, _)| i)
+            .chain(std::iter::once(text.len()));
         let mut begin = chars.next().unwrap_or(0);
         for len in lengths.into_iter().filter(|&l| l > 0) {
             let end = chars.nth(len - 1).unwrap_or(text.len());
@@ -239,7 +269,12 @@ impl Subject {
         }
     }
 
-    fn search(&self, regex: &Regex, from: usize, region: &mut Region) -> Result<Option<(usize, usize)>, TokenizerError> {
+    fn search(
+        &self,
+        regex: &Regex,
+        from: usize,
+        region: &mut Region,
+    ) -> Result<Option<(usize, usize)>, TokenizerError> {
         let end = self.bytes.len();
         let found = match &self.boundaries {
             None => regex.search_with_param(
@@ -251,8 +286,16 @@ impl Subject {
                 MatchParam::default(),
             ),
             Some(_) => {
-                let text = std::str::from_utf8(&self.bytes).map_err(|e| TokenizerError::Invalid(e.to_string()))?;
-                regex.search_with_param(text, from, end, SearchOptions::SEARCH_OPTION_NONE, Some(region), MatchParam::default())
+                let text = std::str::from_utf8(&self.bytes)
+                    .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
+                regex.search_with_param(
+                    text,
+                    from,
+                    end,
+                    SearchOptions::SEARCH_OPTION_NONE,
+                    Some(region),
+                    MatchParam::default(),
+                )
             }
         }
         .map_err(|e| TokenizerError::Invalid(format!("pre-tokenizer regex failed: {e}")))?;
@@ -268,14 +311,25 @@ fn wide_chunk(cpts: &[u32]) -> Subject {
     for &c in cpts {
         boundaries.push(text.len());
         let ch = char::from_u32(c).unwrap_or(char::REPLACEMENT_CHARACTER);
-        text.push(if c > 0x7F && CptFlags::of(c).is_whitespace() { '\u{0B}' } else { ch });
+        text.push(if c > 0x7F && CptFlags::of(c).is_whitespace() {
+            '\u{0B}'
+        } else {
+            ch
+        });
     }
     boundaries.push(text.len());
-    Subject { bytes: text.into_bytes(), boundaries: Some(boundaries) }
+    Subject {
+        bytes: text.into_bytes(),
+        boundaries: Some(boundaries),
+    }
 }
 
 /// Runs `regex` over each piece; matches and the gaps between them become pieces.
-fn split_regex<F>(lengths: &[usize], regex: &Regex, subject: F) -> Result<Vec<usize>, TokenizerError>
+fn split_regex<F>(
+    lengths: &[usize],
+    regex: &Regex,
+    subject: F,
+) -> Result<Vec<usize>, TokenizerError>
 where
     F: Fn(usize, usize) -> Subject,
 {
@@ -288,7 +342,9 @@ where
         let mut last = 0;
         let mut region = Region::new();
         while from <= end {
-            let Some((m_start, m_end)) = subject.search(regex, from, &mut region)? else { break };
+            let Some((m_start, m_end)) = subject.search(regex, from, &mut region)? else {
+                break;
+            };
             if m_end == m_start {
                 // llama.cpp's regexes never match empty; step over it rather than loop
                 from = m_end + 1;
@@ -335,7 +391,11 @@ fn split_custom(cpts: &[u32], lengths: &[usize], piece: fn(&Window, usize) -> us
     let mut out = Vec::with_capacity(lengths.len());
     let mut begin = 0;
     for &len in lengths {
-        let window = Window { cpts, begin, end: begin + len };
+        let window = Window {
+            cpts,
+            begin,
+            end: begin + len,
+        };
         let mut pos = begin;
         while pos < window.end {
             let next = piece(&window, pos).clamp(pos + 1, window.end);
@@ -353,7 +413,9 @@ fn contraction_end(w: &Window, pos: usize, fold_case: bool) -> Option<usize> {
         return None;
     }
     let lower = |p: usize| {
-        w.cpt(p).and_then(char::from_u32).map(|c| if fold_case { c.to_ascii_lowercase() } else { c })
+        w.cpt(p)
+            .and_then(char::from_u32)
+            .map(|c| if fold_case { c.to_ascii_lowercase() } else { c })
     };
     let next = lower(pos + 1);
     if matches!(next, Some('s' | 't' | 'm' | 'd')) {
@@ -422,7 +484,9 @@ fn llama3_piece(w: &Window, pos: usize) -> usize {
     }
     let flags = w.flags(pos);
     let is_newline = |p: usize| w.is(p, '\r') || w.is(p, '\n');
-    if !(is_newline(pos) || flags.is_number()) && (flags.is_letter() || w.flags(pos + 1).is_letter()) {
+    if !(is_newline(pos) || flags.is_number())
+        && (flags.is_letter() || w.flags(pos + 1).is_letter())
+    {
         let mut p = pos + 1;
         while w.flags(p).is_letter() {
             p += 1;
@@ -475,23 +539,38 @@ mod tests {
 
     fn words(pre: &str, text: &str) -> Vec<String> {
         let cfg = PreConfig::for_pre(pre).unwrap();
-        PreTokenizer::new(cfg.patterns).unwrap().split(text).unwrap().into_iter().map(String::from).collect()
+        PreTokenizer::new(cfg.patterns)
+            .unwrap()
+            .split(text)
+            .unwrap()
+            .into_iter()
+            .map(String::from)
+            .collect()
     }
 
     #[test]
     fn gpt2_splits_words_spaces_and_contractions() {
-        assert_eq!(words("gpt-2", "Hello world  it's 42!"), ["Hello", " world", " ", " it", "'s", " 42", "!"]);
+        assert_eq!(
+            words("gpt-2", "Hello world  it's 42!"),
+            ["Hello", " world", " ", " it", "'s", " 42", "!"]
+        );
     }
 
     #[test]
     fn llama3_groups_digits_by_three_and_keeps_newlines() {
-        assert_eq!(words("llama-bpe", "x 1234567\n\n y"), ["x", " ", "123", "456", "7", "\n\n", " y"]);
+        assert_eq!(
+            words("llama-bpe", "x 1234567\n\n y"),
+            ["x", " ", "123", "456", "7", "\n\n", " y"]
+        );
     }
 
     #[test]
     fn collapsed_regex_handles_non_ascii_classes() {
         // qwen2: single digits, letters with one leading non-letter
-        assert_eq!(words("qwen2", "héllo 12 中文!"), ["héllo", " ", "1", "2", " 中文", "!"]);
+        assert_eq!(
+            words("qwen2", "héllo 12 中文!"),
+            ["héllo", " ", "1", "2", " 中文", "!"]
+        );
     }
 
     #[test]

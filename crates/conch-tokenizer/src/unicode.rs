@@ -25,7 +25,11 @@ impl CptFlags {
         let ws = WS.get_or_init(|| WHITESPACE.iter().copied().collect());
         let idx = RANGE_FLAGS.partition_point(|&(start, _)| start <= cpt);
         // idx == RANGE_FLAGS.len() means past the end marker (cpt >= 0x110000)
-        let mut flags = if idx == 0 || idx == RANGE_FLAGS.len() { Self::UNDEFINED } else { RANGE_FLAGS[idx - 1].1 };
+        let mut flags = if idx == 0 || idx == RANGE_FLAGS.len() {
+            Self::UNDEFINED
+        } else {
+            RANGE_FLAGS[idx - 1].1
+        };
         if ws.contains(&cpt) {
             flags |= Self::WHITESPACE;
         }
@@ -66,7 +70,9 @@ impl CptFlags {
 pub(crate) fn byte_to_char() -> &'static [char; 256] {
     static MAP: OnceLock<[char; 256]> = OnceLock::new();
     MAP.get_or_init(|| {
-        let printable = |b: u32| (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b);
+        let printable = |b: u32| {
+            (0x21..=0x7E).contains(&b) || (0xA1..=0xAC).contains(&b) || (0xAE..=0xFF).contains(&b)
+        };
         let mut map = ['\0'; 256];
         let mut next_extra = 256u32;
         for b in 0..256u32 {
@@ -85,7 +91,15 @@ pub(crate) fn byte_to_char() -> &'static [char; 256] {
 /// The byte a GPT-2 mapped character stands for, if it is one.
 pub(crate) fn char_to_byte(c: char) -> Option<u8> {
     static MAP: OnceLock<std::collections::HashMap<char, u8>> = OnceLock::new();
-    MAP.get_or_init(|| byte_to_char().iter().enumerate().map(|(b, &c)| (c, b as u8)).collect()).get(&c).copied()
+    MAP.get_or_init(|| {
+        byte_to_char()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect()
+    })
+    .get(&c)
+    .copied()
 }
 
 #[cfg(test)]

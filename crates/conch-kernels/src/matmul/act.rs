@@ -2,9 +2,9 @@
 //! quantized weights (what ggml does with its Q8_0 and Q8_K blocks).
 //!
 //! Each block of `block` values gets a scale `d = max|x| / 127` and values `q = round(x / d)`
-//! in -127..=127. Alongside: for 32-value blocks the dequantized block sum `d * Σq` (weights with
-//! an offset or a minimum need it), for 256-value blocks the integer sums of every 16 values
-//! (the granularity of K-quant sub-block scales and minimums).
+//! in -127..=127. Alongside: for 32-value blocks the integer block sum `Σq` (weights with an
+//! offset or a minimum need it), for 256-value blocks the integer sums of every 16 values (the
+//! granularity of K-quant sub-block scales and minimums).
 
 use super::SyncPtr;
 use crate::pool;
@@ -12,7 +12,7 @@ use crate::pool;
 /// The block format activations are quantized to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ActFormat {
-    /// 32-value blocks, for Q4_0, Q4_1, Q5_0, Q8_0 weights.
+    /// 32-value blocks, for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 weights.
     Q8x32,
     /// 256-value blocks, for K-quant weights.
     Q8x256,
@@ -34,8 +34,8 @@ pub(crate) struct QuantActs {
     block: usize,
     qs: Vec<i8>,
     d: Vec<f32>,
-    /// `d * Σq` per block (32-value blocks only).
-    sums: Vec<f32>,
+    /// `Σq` per block (32-value blocks only).
+    sums: Vec<i32>,
     /// `Σq` per 16 values (256-value blocks only).
     bsums: Vec<i16>,
 }
@@ -46,7 +46,7 @@ pub(crate) struct QuantActs {
 pub(crate) struct Act {
     pub qs: *const i8,
     pub d: *const f32,
-    pub sums: *const f32,
+    pub sums: *const i32,
     pub bsums: *const i16,
     pub x: *const f32,
 }
@@ -54,7 +54,13 @@ pub(crate) struct Act {
 impl Act {
     pub(crate) fn float(x: &[f32]) -> Act {
         let null = std::ptr::null();
-        Act { qs: null as _, d: null as _, sums: null as _, bsums: null as _, x: x.as_ptr() }
+        Act {
+            qs: null as _,
+            d: null as _,
+            sums: null as _,
+            bsums: null as _,
+            x: x.as_ptr(),
+        }
     }
 }
 
@@ -70,7 +76,7 @@ impl QuantActs {
         self.d.resize(blocks, 0.0);
         match format {
             ActFormat::Q8x32 => {
-                self.sums.resize(blocks, 0.0);
+                self.sums.resize(blocks, 0);
                 self.bsums.clear();
             }
             ActFormat::Q8x256 => {
@@ -87,22 +93,32 @@ impl QuantActs {
             // SAFETY: row `t` owns disjoint ranges of every buffer, each sized above for `n` rows.
             let (qs, d) = unsafe {
                 (
-                    std::slice::from_raw_parts_mut(qs.0.add(t * cols), cols),
-                    std::slice::from_raw_parts_mut(d.0.add(t * per_row), per_row),
+                    std::slice::from_raw_parts_mut(qs.get().add(t * cols), cols),
+                    std::slice::from_raw_parts_mut(d.get().add(t * per_row), per_row),
                 )
             };
             let xs = &x[t * cols..(t + 1) * cols];
             match format {
                 ActFormat::Q8x32 => {
-                    let sums = unsafe { std::slice::from_raw_parts_mut(sums.0.add(t * per_row), per_row) };
-                    for (b, (xb, qb)) in xs.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate() {
+                    let sums = unsafe {
+                        std::slice::from_raw_parts_mut(sums.get().add(t * per_row), per_row)
+                    };
+                    for (b, (xb, qb)) in
+                        xs.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate()
+                    {
                         d[b] = quantize_block(xb, qb);
-                        sums[b] = d[b] * qb.iter().map(|&q| q as i32).sum::<i32>() as f32;
+                        sums[b] = qb.iter().map(|&q| q as i32).sum::<i32>();
                     }
                 }
                 ActFormat::Q8x256 => {
-                    let bsums = unsafe { std::slice::from_raw_parts_mut(bsums.0.add(t * cols / 16), cols / 16) };
-                    for (b, (xb, qb)) in xs.chunks_exact(256).zip(qs.chunks_exact_mut(256)).enumerate() {
+                    let bsums = unsafe {
+                        std::slice::from_raw_parts_mut(bsums.get().add(t * cols / 16), cols / 16)
+                    };
+                    for (b, (xb, qb)) in xs
+                        .chunks_exact(256)
+                        .zip(qs.chunks_exact_mut(256))
+                        .enumerate()
+                    {
                         d[b] = quantize_block(xb, qb);
                     }
                     for (s, q16) in bsums.iter_mut().zip(qs.chunks_exact(16)) {
@@ -124,8 +140,16 @@ impl QuantActs {
         Act {
             qs: self.qs[t * self.cols..].as_ptr(),
             d: self.d[t * per_row..].as_ptr(),
-            sums: if self.sums.is_empty() { std::ptr::null() } else { self.sums[t * per_row..].as_ptr() },
-            bsums: if self.bsums.is_empty() { std::ptr::null() } else { self.bsums[t * self.cols / 16..].as_ptr() },
+            sums: if self.sums.is_empty() {
+                std::ptr::null()
+            } else {
+                self.sums[t * per_row..].as_ptr()
+            },
+            bsums: if self.bsums.is_empty() {
+                std::ptr::null()
+            } else {
+                self.bsums[t * self.cols / 16..].as_ptr()
+            },
             x: std::ptr::null(),
         }
     }
@@ -152,7 +176,9 @@ mod tests {
 
     #[test]
     fn blocks_round_trip_within_half_a_step() {
-        let x: Vec<f32> = (0..2 * 512).map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013).collect();
+        let x: Vec<f32> = (0..2 * 512)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+            .collect();
         for format in [ActFormat::Q8x32, ActFormat::Q8x256] {
             let mut acts = QuantActs::default();
             acts.quantize(format, &x, 2, 512);
@@ -160,11 +186,20 @@ mod tests {
             for (i, &v) in x.iter().enumerate() {
                 let d = acts.d[i / b];
                 let back = acts.qs[i] as f32 * d;
-                assert!((back - v).abs() <= d * 0.5 + 1e-6, "{format:?} value {i}: {v} came back as {back}");
+                assert!(
+                    (back - v).abs() <= d * 0.5 + 1e-6,
+                    "{format:?} value {i}: {v} came back as {back}"
+                );
             }
             if format == ActFormat::Q8x256 {
                 for (k, &s) in acts.bsums.iter().enumerate() {
-                    assert_eq!(s, acts.qs[k * 16..(k + 1) * 16].iter().map(|&q| q as i16).sum::<i16>());
+                    assert_eq!(
+                        s,
+                        acts.qs[k * 16..(k + 1) * 16]
+                            .iter()
+                            .map(|&q| q as i16)
+                            .sum::<i16>()
+                    );
                 }
             }
         }

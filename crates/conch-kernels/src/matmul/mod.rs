@@ -2,7 +2,7 @@
 //!
 //! How a product is computed depends on the weight type:
 //! - F32, F16, BF16: f32 dot products (fused multiply-add in the SIMD kernels).
-//! - Q4_0, Q4_1, Q5_0, Q8_0 and Q4_K, Q6_K: the activations are quantized once per call to 8-bit
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K, Q6_K: the activations are quantized once per call to 8-bit
 //!   blocks ([`act`]), then each weight block is dotted with them in integers and scaled in f32,
 //!   as llama.cpp does. This differs from the f32 product of the dequantized weights by the
 //!   activation rounding (relative error around 1e-3 of the dot's magnitude).
@@ -36,16 +36,35 @@ pub struct QMatrix<'a> {
 
 impl<'a> QMatrix<'a> {
     pub fn new(dtype: DType, rows: usize, cols: usize, data: &'a [u8]) -> Result<Self, QuantError> {
-        let row_bytes = dtype.bytes_for(cols).ok_or(QuantError::PartialBlock { dtype, len: cols, block: dtype.block_size() })?;
-        let expected = row_bytes.checked_mul(rows).ok_or(QuantError::ByteLength { dtype, expected: usize::MAX, got: data.len() })?;
+        let row_bytes = dtype.bytes_for(cols).ok_or(QuantError::PartialBlock {
+            dtype,
+            len: cols,
+            block: dtype.block_size(),
+        })?;
+        let expected = row_bytes.checked_mul(rows).ok_or(QuantError::ByteLength {
+            dtype,
+            expected: usize::MAX,
+            got: data.len(),
+        })?;
         if data.len() != expected {
-            return Err(QuantError::ByteLength { dtype, expected, got: data.len() });
+            return Err(QuantError::ByteLength {
+                dtype,
+                expected,
+                got: data.len(),
+            });
         }
-        Ok(QMatrix { dtype, rows, cols, data })
+        Ok(QMatrix {
+            dtype,
+            rows,
+            cols,
+            data,
+        })
     }
 
     pub fn row_bytes(&self) -> usize {
-        self.dtype.bytes_for(self.cols).expect("checked in QMatrix::new")
+        self.dtype
+            .bytes_for(self.cols)
+            .expect("checked in QMatrix::new")
     }
 
     pub fn row(&self, r: usize) -> &'a [u8] {
@@ -75,6 +94,13 @@ pub(crate) struct SyncPtr<T>(pub *mut T);
 unsafe impl<T> Send for SyncPtr<T> {}
 unsafe impl<T> Sync for SyncPtr<T> {}
 
+impl<T> SyncPtr<T> {
+    /// The pointer (a method, so closures capture the whole `SyncPtr` rather than its field).
+    pub(crate) fn get(self) -> *mut T {
+        self.0
+    }
+}
+
 /// How one weight type is multiplied at one kernel level.
 #[derive(Clone, Copy)]
 enum Plan {
@@ -88,7 +114,7 @@ enum Plan {
 
 fn act_format(dtype: DType) -> Option<ActFormat> {
     match dtype {
-        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q8_0 => Some(ActFormat::Q8x32),
+        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => Some(ActFormat::Q8x32),
         DType::Q4_K | DType::Q6_K => Some(ActFormat::Q8x256),
         _ => None,
     }
@@ -125,8 +151,20 @@ pub fn matmul(w: QMatrix<'_>, x: &[f32], n: usize, y: &mut [f32]) {
 pub fn matmul_with_isa(isa: Isa, w: QMatrix<'_>, x: &[f32], n: usize, y: &mut [f32]) {
     let isa = isa.min(cpu::best_isa());
     let row_bytes = w.dtype.bytes_for(w.cols);
-    assert!(row_bytes.is_some(), "matmul: {} rows of {} values are not whole blocks", w.dtype, w.cols);
-    assert_eq!(Some(w.data.len()), row_bytes.and_then(|b| b.checked_mul(w.rows)), "matmul: {} weight bytes for {}×{}", w.dtype, w.rows, w.cols);
+    assert!(
+        row_bytes.is_some(),
+        "matmul: {} rows of {} values are not whole blocks",
+        w.dtype,
+        w.cols
+    );
+    assert_eq!(
+        Some(w.data.len()),
+        row_bytes.and_then(|b| b.checked_mul(w.rows)),
+        "matmul: {} weight bytes for {}×{}",
+        w.dtype,
+        w.rows,
+        w.cols
+    );
     assert_eq!(x.len(), n * w.cols, "matmul: activation shape");
     assert_eq!(y.len(), n * w.rows, "matmul: output shape");
     if n == 0 || w.rows == 0 {
@@ -155,7 +193,14 @@ pub fn matmul_with_isa(isa: Isa, w: QMatrix<'_>, x: &[f32], n: usize, y: &mut [f
 }
 
 /// Splits the product into tasks of (row chunk × token block) and runs `k` over them.
-fn run(w: QMatrix<'_>, n: usize, y: &mut [f32], k: RowKernel, dequant: bool, act_row: impl Fn(usize) -> Act + Sync) {
+fn run(
+    w: QMatrix<'_>,
+    n: usize,
+    y: &mut [f32],
+    k: RowKernel,
+    dequant: bool,
+    act_row: impl Fn(usize) -> Act + Sync,
+) {
     let (rows, cols, row_bytes) = (w.rows, w.cols, w.row_bytes());
     let threads = pool::threads();
     let token_block = n.min(TOKEN_BLOCK);
@@ -187,7 +232,7 @@ fn run(w: QMatrix<'_>, n: usize, y: &mut [f32], k: RowKernel, dequant: bool, act
             unsafe { k(row, cols, tile, out) };
             for (i, &v) in out.iter().enumerate() {
                 // SAFETY: `(t, r)` is inside `y` and written by this task only.
-                unsafe { *y_ptr.0.add((t0 + tile_start + i) * rows + r) = v };
+                unsafe { *y_ptr.get().add((t0 + tile_start + i) * rows + r) = v };
             }
         };
         if dequant {

@@ -111,3 +111,245 @@ pub(super) fn dequantize_q8_k(b: &[u8], y: &mut [f32]) {
         *v = d * q as i8 as f32;
     }
 }
+
+// Quantization follows llama.cpp's reference `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref`
+// (what llama-quantize uses without an importance matrix), in the same float32 operation order.
+
+/// Scales below this count as an all-zero group.
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// Round to nearest, ties to even, through the float-magic trick ggml uses (exact for |v| < 2^22).
+#[inline]
+fn nearest_int(v: f32) -> i32 {
+    ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
+/// Fits `x ≈ scale * L + min` with levels `L` in `0..=nmax` (minimum clamped to ≤ 0), minimizing the
+/// `weights`-weighted squared error over a search of `nstep + 1` candidate scales. Returns
+/// `(scale, -min)` and writes the levels.
+fn fit_scale_and_min(
+    x: &[f32],
+    weights: &[f32],
+    nmax: i32,
+    levels: &mut [u8],
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+) -> (f32, f32) {
+    let n = x.len();
+    let (mut min, mut max) = (x[0], x[0]);
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        sum_w += weights[i];
+        sum_x += weights[i] * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max == min {
+        levels[..n].fill(0);
+        return (0.0, -min);
+    }
+    let nmax_f = nmax as f32;
+    let iscale = nmax_f / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_error = 0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        levels[i] = l as u8;
+        let diff = scale * l as f32 + min - x[i];
+        best_error += weights[i] * (diff * diff);
+    }
+    let mut trial = [0u8; 32];
+    for step in 0..=nstep {
+        let iscale = (rmin + rdelta * step as f32 + nmax_f) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0f32, 0f32, 0f32);
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            trial[i] = l as u8;
+            let (w, l) = (weights[i], l as f32);
+            sum_l += w * l;
+            sum_l2 += w * l * l;
+            sum_xl += w * l * x[i];
+        }
+        let det = sum_w * sum_l2 - sum_l * sum_l;
+        if det > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / det;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / det;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut error = 0f32;
+            for i in 0..n {
+                let diff = this_scale * trial[i] as f32 + this_min - x[i];
+                error += weights[i] * (diff * diff);
+            }
+            if error < best_error {
+                levels[..n].copy_from_slice(&trial[..n]);
+                best_error = error;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// Fits `x ≈ scale * (L - nmax)` with `L` in `0..2 * nmax`, weighting by x², trying 19 scales
+/// around `nmax / max|x|`. Returns the scale (signed, like the largest-magnitude value) and writes `L`.
+fn fit_symmetric_scale(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        levels[..x.len()].fill(0);
+        return 0.0;
+    }
+    let nmax_f = nmax as f32;
+    let sums = |iscale: f32| {
+        let (mut sumlx, mut suml2) = (0f32, 0f32);
+        for &v in x {
+            let l = nearest_int(iscale * v).clamp(-nmax, nmax - 1) as f32;
+            let w = v * v;
+            sumlx += w * v * l;
+            suml2 += w * l * l;
+        }
+        (sumlx, suml2)
+    };
+    let set_levels = |iscale: f32, levels: &mut [u8]| {
+        for (o, &v) in levels.iter_mut().zip(x) {
+            *o = (nearest_int(iscale * v).clamp(-nmax, nmax - 1) + nmax) as u8;
+        }
+    };
+    let iscale = -nmax_f / max;
+    set_levels(iscale, levels);
+    let (sumlx, suml2) = sums(iscale);
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for step in (-9..=9).filter(|&s| s != 0) {
+        let iscale = -(nmax_f + 0.1 * step as f32) / max;
+        let (sumlx, suml2) = sums(iscale);
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            set_levels(iscale, levels);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
+    let mut levels = [0u8; QK_K];
+    let mut scales = [0f32; 8];
+    let mut mins = [0f32; 8];
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * (j + 1)];
+        let sum_x2 = xs.iter().fold(0f32, |s, v| s + v * v);
+        let av_x = (sum_x2 / 32.0).sqrt();
+        let weights: [f32; 32] = std::array::from_fn(|l| av_x + xs[l].abs());
+        (scales[j], mins[j]) =
+            fit_scale_and_min(xs, &weights, 15, &mut levels[32 * j..], -1.0, 0.1, 20);
+        max_scale = max_scale.max(scales[j]);
+        max_min = max_min.max(mins[j]);
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let packed = &mut b[4..16];
+    packed.fill(0);
+    for j in 0..8 {
+        // Wrapping casts as in C's int → uint8_t before the clamp.
+        let ls = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        let lm = (nearest_int(inv_min * mins[j]) as u8).min(63);
+        if j < 4 {
+            packed[j] = ls;
+            packed[j + 4] = lm;
+        } else {
+            packed[j + 4] = (ls & 0x0F) | ((lm & 0x0F) << 4);
+            packed[j - 4] |= (ls >> 4) << 6;
+            packed[j] |= (lm >> 4) << 6;
+        }
+    }
+    b[..2].copy_from_slice(&super::f16_bytes(max_scale / 63.0));
+    b[2..4].copy_from_slice(&super::f16_bytes(max_min / 63.0));
+    let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
+    let (sc, mn) = scales_and_mins(&b[4..16]);
+    for j in 0..8 {
+        let dj = d * sc[j] as f32;
+        if dj == 0.0 {
+            continue;
+        }
+        let dm = dmin * mn[j] as f32;
+        for i in 32 * j..32 * (j + 1) {
+            levels[i] = nearest_int((x[i] + dm) / dj).clamp(0, 15) as u8;
+        }
+    }
+    let qs = &mut b[16..144];
+    for c in 0..4 {
+        for l in 0..32 {
+            qs[32 * c + l] = levels[64 * c + l] | (levels[64 * c + 32 + l] << 4);
+        }
+    }
+}
+
+pub(super) fn quantize_q6_k(x: &[f32], b: &mut [u8]) {
+    let mut levels = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut max_scale, mut max_abs_scale) = (0f32, 0f32);
+    for g in 0..16 {
+        scales[g] = fit_symmetric_scale(
+            &x[16 * g..16 * (g + 1)],
+            32,
+            &mut levels[16 * g..16 * (g + 1)],
+        );
+        if scales[g].abs() > max_abs_scale {
+            max_abs_scale = scales[g].abs();
+            max_scale = scales[g];
+        }
+    }
+    if max_abs_scale < GROUP_MAX_EPS {
+        b.fill(0);
+        return;
+    }
+    let iscale = -128.0 / max_scale;
+    b[208..210].copy_from_slice(&super::f16_bytes(1.0 / iscale));
+    let d = f16_at(&b[208..]);
+    for g in 0..16 {
+        b[192 + g] = nearest_int(iscale * scales[g]).min(127) as i8 as u8;
+        let dg = d * b[192 + g] as i8 as f32;
+        if dg == 0.0 {
+            continue;
+        }
+        for i in 16 * g..16 * (g + 1) {
+            levels[i] = (nearest_int(x[i] / dg).clamp(-32, 31) + 32) as u8;
+        }
+    }
+    let (ql, qh) = b[..192].split_at_mut(128);
+    for h in 0..2 {
+        let l4 = &levels[128 * h..128 * (h + 1)];
+        for l in 0..32 {
+            ql[64 * h + l] = (l4[l] & 0x0F) | ((l4[l + 64] & 0x0F) << 4);
+            ql[64 * h + l + 32] = (l4[l + 32] & 0x0F) | ((l4[l + 96] & 0x0F) << 4);
+            qh[32 * h + l] = (l4[l] >> 4)
+                | ((l4[l + 32] >> 4) << 2)
+                | ((l4[l + 64] >> 4) << 4)
+                | ((l4[l + 96] >> 4) << 6);
+        }
+    }
+}

@@ -85,7 +85,8 @@ fn signed_abs_max(x: &[f32]) -> f32 {
 }
 
 fn min_max(x: &[f32]) -> (f32, f32) {
-    x.iter().fold((x[0], x[0]), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+    x.iter()
+        .fold((x[0], x[0]), |(lo, hi), &v| (lo.min(v), hi.max(v)))
 }
 
 /// `1 / d`, or 0 for a zero scale (so an all-zero block quantizes to the zero point).
@@ -110,7 +111,10 @@ fn pack_nibbles(q: &[u8; QK], qs: &mut [u8]) {
 }
 
 fn pack_high_bits(q: &[u8; QK]) -> [u8; 4] {
-    let word = q.iter().enumerate().fold(0u32, |w, (i, &v)| w | (((v >> 4) as u32 & 1) << i));
+    let word = q
+        .iter()
+        .enumerate()
+        .fold(0u32, |w, (i, &v)| w | (((v >> 4) as u32 & 1) << i));
     word.to_le_bytes()
 }
 

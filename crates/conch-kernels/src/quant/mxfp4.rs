@@ -7,7 +7,11 @@ const DOUBLED_E2M1: [i8; 16] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, 
 
 /// 2^(e - 127) / 2 as an f32, with the subnormal cases of e = 0 and e = 1 (ggml_e8m0_to_fp32_half).
 fn e8m0_half(e: u8) -> f32 {
-    let bits = if e < 2 { 0x0020_0000u32 << e } else { ((e - 1) as u32) << 23 };
+    let bits = if e < 2 {
+        0x0020_0000u32 << e
+    } else {
+        ((e - 1) as u32) << 23
+    };
     f32::from_bits(bits)
 }
 
@@ -25,7 +29,11 @@ pub(super) fn dequantize(b: &[u8], y: &mut [f32]) {
 pub(super) fn quantize(x: &[f32], b: &mut [u8]) {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     // A float→u8 cast that wraps like numpy's astype(uint8) on x86 for tiny blocks.
-    let e = if amax > 0.0 { (amax.log2().floor() - 2.0 + 127.0) as i32 as u8 } else { 0 };
+    let e = if amax > 0.0 {
+        (amax.log2().floor() - 2.0 + 127.0) as i32 as u8
+    } else {
+        0
+    };
     let d = e8m0_half(e);
     b[0] = e;
     let mut codes = [0u8; 32];

@@ -1,0 +1,89 @@
+//! Opening a model file or directory into everything needed to run it.
+
+use crate::{EngineError, SamplingParams};
+use conch_formats::{GgufFile, HfModelDir};
+use conch_models::Model;
+use conch_tokenizer::{ChatTemplate, Tokenizer};
+use std::path::Path;
+
+/// A model ready to run: weights, tokenizer, chat template and the model's own generation defaults.
+pub struct LoadedModel {
+    /// A short name for display and for APIs (`/v1/models`).
+    pub name: String,
+    pub model: Box<dyn Model>,
+    pub tokenizer: Tokenizer,
+    pub chat_template: Option<ChatTemplate>,
+    /// Sampling settings the model's files recommend (generation_config.json), else Conch's defaults.
+    pub default_sampling: SamplingParams,
+}
+
+impl LoadedModel {
+    /// The longest sequence the model was trained for.
+    pub fn context_length(&self) -> usize {
+        self.model.config().context_length
+    }
+
+    /// Whether the tokenizer puts BOS in front of a text when asked to add special tokens.
+    pub fn adds_bos(&self) -> bool {
+        match (self.tokenizer.bos_id(), self.tokenizer.encode("", true, false)) {
+            (Some(bos), Ok(ids)) => ids.first() == Some(&bos),
+            _ => false,
+        }
+    }
+}
+
+/// Loads a GGUF file, or a Hugging Face directory (config.json + safetensors + tokenizer.json).
+pub fn load(path: &Path) -> Result<LoadedModel, EngineError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".gguf").to_string())
+        .unwrap_or_else(|| path.display().to_string());
+    if path.is_dir() {
+        let dir = HfModelDir::open(path)?;
+        let model = conch_models::load_hf(&dir)?;
+        let tokenizer = Tokenizer::from_hf_dir(path)?;
+        let chat_template = chat_template(conch_tokenizer::template::template_from_hf_dir(path)?, &tokenizer)?;
+        let default_sampling = dir.generation_config.as_ref().map(sampling_from_generation_config).unwrap_or_default();
+        Ok(LoadedModel { name, model, tokenizer, chat_template, default_sampling })
+    } else {
+        let gguf = GgufFile::open(path)?;
+        let model = conch_models::load_gguf(&gguf)?;
+        let tokenizer = Tokenizer::from_gguf(&gguf)?;
+        let chat_template = chat_template(conch_tokenizer::template::template_from_gguf(&gguf), &tokenizer)?;
+        let name = gguf.get_str("general.name").map(str::to_string).unwrap_or(name);
+        Ok(LoadedModel { name, model, tokenizer, chat_template, default_sampling: SamplingParams::default() })
+    }
+}
+
+/// The template with the tokenizer's own BOS and EOS texts, which templates may write out.
+fn chat_template(source: Option<String>, tokenizer: &Tokenizer) -> Result<Option<ChatTemplate>, EngineError> {
+    let Some(source) = source else { return Ok(None) };
+    let text = |id: Option<u32>| id.and_then(|id| tokenizer.id_to_token(id)).unwrap_or_default();
+    let bos = text(tokenizer.bos_id());
+    let eos = text(tokenizer.eos_ids().first().copied());
+    Ok(Some(ChatTemplate::new(&source, &bos, &eos)?))
+}
+
+/// Reads the sampling keys of a Hugging Face `generation_config.json`.
+fn sampling_from_generation_config(cfg: &serde_json::Value) -> SamplingParams {
+    let mut p = SamplingParams::default();
+    let num = |k: &str| cfg.get(k).and_then(|v| v.as_f64());
+    if cfg.get("do_sample").and_then(|v| v.as_bool()) == Some(false) {
+        p.temperature = 0.0;
+    } else if let Some(t) = num("temperature") {
+        p.temperature = t as f32;
+    }
+    if let Some(v) = num("top_p") {
+        p.top_p = v as f32;
+    }
+    if let Some(v) = num("top_k") {
+        p.top_k = v as usize;
+    }
+    if let Some(v) = num("min_p") {
+        p.min_p = v as f32;
+    }
+    if let Some(v) = num("repetition_penalty") {
+        p.repetition_penalty = v as f32;
+    }
+    p
+}

@@ -1,0 +1,24 @@
+//! Gemma 3 (text): q/k norms, norms before and after both attention and feed-forward, GeGLU,
+//! embeddings scaled by sqrt(hidden), `(1 + w)` norm weights in Hugging Face checkpoints, and
+//! interleaved sliding-window / global layers with their own rope bases (all carried by the config).
+
+use crate::blocks::decoder::{DenseDecoder, DenseSpec, Source};
+use crate::config::ModelConfig;
+use crate::{Model, ModelError};
+use conch_formats::TensorStore;
+
+const SPEC: DenseSpec = DenseSpec {
+    qk_norm: true,
+    sandwich_norms: true,
+    scale_embeddings: true,
+    hf_norm_offset: 1.0,
+    hf_ffn_norm: "pre_feedforward_layernorm",
+};
+
+pub(super) fn build(
+    config: ModelConfig,
+    store: &dyn TensorStore,
+    source: Source,
+) -> Result<Box<dyn Model>, ModelError> {
+    Ok(Box::new(DenseDecoder::load(config, store, source, &SPEC)?))
+}

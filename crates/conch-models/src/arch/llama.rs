@@ -1,0 +1,22 @@
+//! Llama (2, 3, 3.1+) and models shaped like it (SmolLM2): pre-norm, SwiGLU, no q/k norms.
+
+use crate::blocks::decoder::{DenseDecoder, DenseSpec, Source};
+use crate::config::ModelConfig;
+use crate::{Model, ModelError};
+use conch_formats::TensorStore;
+
+pub(super) const SPEC: DenseSpec = DenseSpec {
+    qk_norm: false,
+    sandwich_norms: false,
+    scale_embeddings: false,
+    hf_norm_offset: 0.0,
+    hf_ffn_norm: "post_attention_layernorm",
+};
+
+pub(super) fn build(
+    config: ModelConfig,
+    store: &dyn TensorStore,
+    source: Source,
+) -> Result<Box<dyn Model>, ModelError> {
+    Ok(Box::new(DenseDecoder::load(config, store, source, &SPEC)?))
+}

@@ -1,0 +1,19 @@
+//! Qwen 3 (dense): Llama's layout plus per-head RMS norms on queries and keys.
+
+use crate::blocks::decoder::{DenseDecoder, DenseSpec, Source};
+use crate::config::ModelConfig;
+use crate::{Model, ModelError};
+use conch_formats::TensorStore;
+
+const SPEC: DenseSpec = DenseSpec {
+    qk_norm: true,
+    ..super::llama::SPEC
+};
+
+pub(super) fn build(
+    config: ModelConfig,
+    store: &dyn TensorStore,
+    source: Source,
+) -> Result<Box<dyn Model>, ModelError> {
+    Ok(Box::new(DenseDecoder::load(config, store, source, &SPEC)?))
+}

@@ -1,0 +1,122 @@
+//! Causal self-attention with grouped KV heads, optional sliding window, q/k norms and soft-capping.
+
+use super::{Linear, RmsNorm, Rope};
+use crate::kv_cache::KvCache;
+use conch_kernels::{ops, pool};
+use std::cell::RefCell;
+use std::sync::Mutex;
+
+thread_local! {
+    /// Attention weights of one query, reused across calls on the same thread.
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+pub struct Attention {
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    /// Per-head RMS norms of queries and keys before rotation (Qwen 3, Gemma 3).
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
+    pub rope: Rope,
+    pub num_heads: usize,
+    pub num_kv_heads: usize,
+    pub head_dim: usize,
+    /// Attend only to the last `window` positions (the query's own included).
+    pub window: Option<usize>,
+    pub scale: f32,
+    pub softcap: Option<f32>,
+}
+
+/// Buffers reused by every layer of one forward pass.
+pub struct AttentionScratch {
+    pub q: Vec<f32>,
+    pub k: Vec<f32>,
+    pub v: Vec<f32>,
+    pub context: Vec<f32>,
+}
+
+impl AttentionScratch {
+    pub fn new(n: usize, q_dim: usize, kv_dim: usize) -> AttentionScratch {
+        AttentionScratch {
+            q: vec![0.0; n * q_dim],
+            k: vec![0.0; n * kv_dim],
+            v: vec![0.0; n * kv_dim],
+            context: vec![0.0; n * q_dim],
+        }
+    }
+}
+
+impl Attention {
+    /// Attention of `x` (`n` normalized rows at positions `cache.len()..`) over the cache and
+    /// themselves; appends their K/V to `layer` of `cache` and writes `out` (`n × hidden`).
+    pub fn forward(
+        &self,
+        x: &[f32],
+        n: usize,
+        cache: &mut KvCache,
+        layer: usize,
+        s: &mut AttentionScratch,
+        out: &mut [f32],
+    ) {
+        let start = cache.len();
+        let hd = self.head_dim;
+        self.q.forward(x, n, &mut s.q);
+        self.k.forward(x, n, &mut s.k);
+        self.v.forward(x, n, &mut s.v);
+        if let Some(norm) = &self.q_norm {
+            norm.forward(&mut s.q);
+        }
+        if let Some(norm) = &self.k_norm {
+            norm.forward(&mut s.k);
+        }
+        self.rope.apply(&mut s.q, n, start, hd);
+        self.rope.apply(&mut s.k, n, start, hd);
+        cache.append(layer, &s.k, &s.v);
+
+        let (keys, values) = cache.layer(layer);
+        let q_dim = self.num_heads * hd;
+        // One task per (token, head); each owns its slice of the context rows.
+        let contexts: Vec<Mutex<&mut [f32]>> =
+            s.context.chunks_exact_mut(hd).map(Mutex::new).collect();
+        let queries = &s.q;
+        pool::parallel_for(n * self.num_heads, |task| {
+            let (t, h) = (task / self.num_heads, task % self.num_heads);
+            let q = &queries[t * q_dim + h * hd..][..hd];
+            let mut ctx = contexts[task].lock().unwrap_or_else(|e| e.into_inner());
+            self.attend(q, start + t, h, keys, values, &mut ctx);
+        });
+        self.o.forward(&s.context, n, out);
+    }
+
+    /// Context vector `ctx` of query `q` (head `head`, at position `pos`) over cached keys/values.
+    fn attend(
+        &self,
+        q: &[f32],
+        pos: usize,
+        head: usize,
+        keys: &[f32],
+        values: &[f32],
+        ctx: &mut [f32],
+    ) {
+        let hd = self.head_dim;
+        let kv_dim = self.num_kv_heads * hd;
+        let kv_off = (head / (self.num_heads / self.num_kv_heads)) * hd;
+        let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+        SCORES.with_borrow_mut(|scores| {
+            scores.clear();
+            scores.extend(
+                (first..=pos).map(|j| ops::dot(q, &keys[j * kv_dim + kv_off..][..hd]) * self.scale),
+            );
+            if let Some(cap) = self.softcap {
+                ops::softcap(scores, cap);
+            }
+            ops::softmax(scores);
+            ctx.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                ops::axpy(p, &values[(first + j) * kv_dim + kv_off..][..hd], ctx);
+            }
+        });
+    }
+}

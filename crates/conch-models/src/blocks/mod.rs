@@ -1,0 +1,17 @@
+//! Building blocks shared by the architectures.
+
+pub mod attention;
+pub mod decoder;
+pub mod embedding;
+pub mod ffn;
+pub mod linear;
+pub mod norm;
+pub mod rope;
+
+pub use attention::Attention;
+pub use decoder::{DecoderLayer, DenseDecoder};
+pub use embedding::Embedding;
+pub use ffn::GatedFfn;
+pub use linear::Linear;
+pub use norm::RmsNorm;
+pub use rope::Rope;
