@@ -206,7 +206,7 @@ def weight_bytes_per_token(path):
             read += nbytes * n_used / n_expert
         else:
             read += nbytes
-    how = "tied embeddings (read as the output matrix)" if tied else "token embedding table excluded (gathered)"
+    how = "tied embeddings, read as the output matrix" if tied else "token embedding table excluded (gathered)"
     if n_expert:
         how += f"; routed experts counted {n_used}/{n_expert}"
     return int(read), total, how
@@ -456,7 +456,12 @@ def fetch_models():
     if p.failure():
         raise Unavailable(f"scripts/fetch-models all failed: {p.failure()}")
     paths = [Path(l) for l in p.out.split()]
-    return {"smollm2": next(x for x in paths if "SmolLM2" in x.name), "gemma3": next(x for x in paths if "gemma" in x.name)}
+    found = {key: next((x for x in paths if marker in x.name), None) for key, marker in (("smollm2", "SmolLM2"),
+                                                                                         ("gemma3", "gemma-3"))}
+    missing = [k for k, v in found.items() if v is None]
+    if missing:
+        raise Unavailable(f"scripts/fetch-models all printed no path for {', '.join(missing)}")
+    return found
 
 
 def prepare_workloads(names, llama, conch):
@@ -532,11 +537,12 @@ def mean_sd(xs):
         return None
     m = sum(xs) / len(xs)
     sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
-    return m, sd
+    return m, sd, len(xs)
 
 
-def fmt_mean_sd(v):
-    return "—" if v is None else f"{v[0]:.1f} ± {v[1]:.1f}"
+def fmt_mean_sd(v, reps):
+    """mean ± sd, with the number of runs behind it when some failed."""
+    return "—" if v is None else f"{v[0]:.1f} ± {v[1]:.1f}" + (f" (n={v[2]})" if v[2] < reps else "")
 
 
 def ratio(a, b):
@@ -565,7 +571,9 @@ def report(args, argv, started, engines, workloads, bandwidth):
     threads = args.threads
     lines = ["# Conch vs llama.cpp vs mistral.rs", "",
              f"Produced by `{' '.join(shlex.quote(a) for a in argv)}` (from the repository root), "
-             f"started {started} UTC, took {args.elapsed_min:.1f} min.", "",
+             f"started {started} UTC, took {args.elapsed_min:.1f} min. Load average at the start: {args.load_before:.1f} "
+             f"({'an idle machine' if args.load_before < 0.5 else 'other work was running; treat the figures as rough'}).",
+             "",
              f"- Machine: {machine()}"]
     if isinstance(bandwidth, dict):
         bw = "; ".join(f"{t} thread{'s' if t > 1 else ''}: read {b['read']:.1f} GB/s, copy {b['copy']:.1f} GB/s"
@@ -610,23 +618,24 @@ def report(args, argv, started, engines, workloads, bandwidth):
                 pp, tg = mean_sd([s.pp for s in samples]), mean_sd([s.tg for s in samples])
                 rss = max((s.max_rss_kib for s in samples), default=0)
                 cpu = mean_sd([s.cpu_per_wall for s in samples if not s.error])
-                lines.append(f"| {w.name} | {t} | {e.name} | {fmt_mean_sd(pp)} | {fmt_mean_sd(tg)} | {roof} | "
+                lines.append(f"| {w.name} | {t} | {e.name} | {fmt_mean_sd(pp, args.reps)} | {fmt_mean_sd(tg, args.reps)} | {roof} | "
                              f"{rss / 1024:.0f} | {'—' if cpu is None else f'{cpu[0]:.2f}'} |")
                 if errs:
                     failures.append(f"{e.name} on {w.name}, {t} thread(s), {len(errs)}/{len(samples)} run(s): {errs[0]}")
 
-    lines += ["", "## Ratios (Conch ÷ other engine; above 1 means Conch is faster)", "",
-              f"| workload | threads | pp conch/llama.cpp | tg conch/llama.cpp | pp conch/mistral.rs | tg conch/mistral.rs |",
-              "|---|---|---|---|---|---|"]
-    for w in workloads:
-        if w.error:
-            continue
-        for t in threads:
-            m = {e: (mean_sd([s.pp for s in w.samples.get((e, t), [])]), mean_sd([s.tg for s in w.samples.get((e, t), [])]))
-                 for e in ENGINES}
-            c, l, r = m["conch"], m["llama.cpp"], m["mistral.rs"]
-            lines.append(f"| {w.name} | {t} | {ratio(c[0], l[0])} | {ratio(c[1], l[1])} | {ratio(c[0], r[0])} | "
-                         f"{ratio(c[1], r[1])} |")
+    if "conch" in {e.name for e in engines} and len(engines) > 1:
+        lines += ["", "## Ratios (Conch ÷ other engine; above 1 means Conch is faster)", "",
+                  "| workload | threads | pp conch/llama.cpp | tg conch/llama.cpp | pp conch/mistral.rs | tg conch/mistral.rs |",
+                  "|---|---|---|---|---|---|"]
+        for w in workloads:
+            if w.error:
+                continue
+            for t in threads:
+                m = {e: (mean_sd([s.pp for s in w.samples.get((e, t), [])]),
+                         mean_sd([s.tg for s in w.samples.get((e, t), [])])) for e in ENGINES}
+                c, l, r = m["conch"], m["llama.cpp"], m["mistral.rs"]
+                lines.append(f"| {w.name} | {t} | {ratio(c[0], l[0])} | {ratio(c[1], l[1])} | {ratio(c[0], r[0])} | "
+                             f"{ratio(c[1], r[1])} |")
 
     if not args.no_ppl:
         lines += ["", f"## Perplexity (ctx {args.ppl_ctx}, llama.cpp's method: second half of each chunk scored)", "",
@@ -687,6 +696,7 @@ def main():
     if not wanted or any(w not in WORKLOAD_NAMES for w in wanted):
         ap.error(f"--workloads: choose among {', '.join(WORKLOAD_NAMES)}")
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    args.load_before = os.getloadavg()[0]
     t_start = time.perf_counter()
     WORK.mkdir(parents=True, exist_ok=True)
 

@@ -55,9 +55,9 @@ VARIANTS = [
     dict(
         name="llama_rope_llama3_sharded",
         cls="LlamaForCausalLM",
-        shard="200KB",
+        shard="150KB",
         config=dict(
-            vocab_size=VOCAB, hidden_size=64, intermediate_size=88, num_hidden_layers=3,
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=88, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, head_dim=24, rms_norm_eps=1e-6,
             rope_theta=50000.0, tie_word_embeddings=False, max_position_embeddings=256,
             attention_bias=True, mlp_bias=False,
@@ -93,8 +93,8 @@ VARIANTS = [
         name="qwen3",
         cls="Qwen3ForCausalLM",
         config=dict(
-            vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
-            num_attention_heads=4, num_key_value_heads=1, head_dim=32, rms_norm_eps=1e-6,
+            vocab_size=VOCAB, hidden_size=64, intermediate_size=72, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=1, head_dim=24, rms_norm_eps=1e-6,
             rope_theta=1000000.0, tie_word_embeddings=True, max_position_embeddings=256,
             bos_token_id=1, eos_token_id=2,
         ),

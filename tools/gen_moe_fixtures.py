@@ -156,11 +156,14 @@ VARIANTS = [
     ),
     # gpt-oss with the old (hub) config keys rope_theta + rope_scaling: YaRN, attention sinks,
     # alternating sliding (window 5 < sequence) / full layers, biased router, top-3 of 6 softmax over
-    # the chosen logits, clamped interleaved SwiGLU experts with biases.
+    # the chosen logits, clamped interleaved SwiGLU experts with biases. The expert gate/up weights are
+    # 3x larger than elsewhere so some gate/up values pass the clamp limit of 7 (which GGUF cannot
+    # carry: llama.cpp fixes it at 7).
     dict(
         name="gpt_oss",
         cls="GptOssForCausalLM",
         legacy_rope_keys=True,
+        gain={"experts.gate_up_proj": 3.0},
         config=dict(
             vocab_size=320, hidden_size=48, intermediate_size=36, num_hidden_layers=3,
             num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=5,
@@ -468,6 +471,11 @@ def build(variant: dict, tokens: list[int]) -> dict:
     config = config_cls(**variant["config"], bos_token_id=264, eos_token_id=264, pad_token_id=264)
     model = model_cls(config).float().eval()
     randomize(model)
+    with torch.no_grad():
+        for pattern, gain in variant.get("gain", {}).items():
+            for pname, p in model.named_parameters():
+                if pname.endswith(pattern):
+                    p.mul_(gain)
     model.save_pretrained(hf_dir)
     (hf_dir / "generation_config.json").unlink(missing_ok=True)
     if variant.get("legacy_rope_keys"):
@@ -535,9 +543,99 @@ def build(variant: dict, tokens: list[int]) -> dict:
     return reference
 
 
+def router_cases() -> None:
+    """fixtures/moe/router_cases.json: transformers' own router modules on random logits for settings the
+    tiny models leave unexercised (near-ties under PhiMoE's sparsemixer with a large jitter eps, ERNIE's
+    clamped renormalisation, plain greedy DeepSeek-V2, DeepSeek-V3 groups without renormalisation,
+    gpt-oss's biased router). Each router's weight is the identity, so its input is its logits."""
+    from transformers.models.deepseek_v2.modeling_deepseek_v2 import DeepseekV2TopkRouter
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import DeepseekV3TopkRouter
+    from transformers.models.ernie4_5_moe.modeling_ernie4_5_moe import Ernie4_5_MoeTopKRouter
+    from transformers.models.gpt_oss.modeling_gpt_oss import GptOssTopKRouter
+    from transformers.models.phimoe.modeling_phimoe import sparsemixer
+
+    torch.manual_seed(77)
+    n_tokens = 24
+    cases = []
+
+    def record(name, routing, logits, weights, ids, bias=None):
+        order = torch.argsort(ids, dim=-1, stable=True)
+        case = dict(name=name, routing=routing, n_expert=logits.shape[-1],
+                    logits=[float(v) for v in logits.reshape(-1)],
+                    ids=[int(v) for v in torch.gather(ids, -1, order).reshape(-1)],
+                    weights=[float(v) for v in torch.gather(weights.float(), -1, order).reshape(-1)])
+        if bias is not None:
+            case["correction_bias"] = [float(v) for v in bias.reshape(-1)]
+        cases.append(case)
+
+    def identity_router(router, n_expert):
+        with torch.no_grad():
+            router.weight.copy_(torch.eye(n_expert))
+        return router
+
+    # PhiMoE: logits with near-ties so the relative 2·eps window keeps several experts in the softmax.
+    logits = torch.randn(n_tokens, 6)
+    logits[:, 3] = logits.max(dim=-1).values * (1 - 0.3 * torch.rand(n_tokens))
+    logits[:, 5] = logits[:, 3] - 0.2 * torch.rand(n_tokens)
+    with torch.no_grad():
+        weights, ids = sparsemixer(logits, jitter_eps=0.3, training=False, top_k=2)
+    record("phimoe_sparsemixer_eps0.3", dict(scoring="sparsemixer", top_k=2, jitter_eps=0.3), logits, weights, ids)
+
+    # ERNIE: sums of the top-2 of 16 probabilities often fall below norm_min 0.35.
+    cfg = transformers.Ernie4_5_MoeConfig(hidden_size=16, moe_num_experts=16, moe_k=2, moe_norm_min=0.35,
+                                        num_attention_heads=2, num_key_value_heads=2)
+    router = identity_router(Ernie4_5_MoeTopKRouter(cfg), 16)
+    bias = 0.05 * torch.rand(1, 16)
+    with torch.no_grad():
+        router.moe_statics.e_score_correction_bias.copy_(bias)
+        logits = 0.7 * torch.randn(n_tokens, 16)
+        _, weights, ids = router(logits)
+    record("ernie_norm_min", dict(scoring="softmax", top_k=2, normalize=True, normalize_min=0.35,
+                                  correction_bias=True), logits, weights, ids, bias=bias)
+
+    # DeepSeek-V2 greedy: no groups, scaled, never renormalised.
+    cfg = transformers.DeepseekV2Config(hidden_size=10, n_routed_experts=10, num_experts_per_tok=4,
+                                        topk_method="greedy", routed_scaling_factor=0.8,
+                                        num_attention_heads=2, num_key_value_heads=2)
+    router = identity_router(DeepseekV2TopkRouter(cfg), 10)
+    with torch.no_grad():
+        logits = torch.randn(n_tokens, 10)
+        _, weights, ids = router(logits)
+    record("deepseek_v2_greedy", dict(scoring="softmax", top_k=4, normalize=False, routed_scaling_factor=0.8),
+           logits, weights, ids)
+
+    # DeepSeek-V3: 16 experts in 8 groups keeping 3, top-4, not renormalised.
+    cfg = transformers.DeepseekV3Config(hidden_size=16, n_routed_experts=16, num_experts_per_tok=4, n_group=8,
+                                        topk_group=3, norm_topk_prob=False, routed_scaling_factor=1.3,
+                                        num_attention_heads=2, num_key_value_heads=2)
+    router = identity_router(DeepseekV3TopkRouter(cfg), 16)
+    bias = 0.2 * torch.randn(16)
+    with torch.no_grad():
+        router.e_score_correction_bias.copy_(bias)
+        logits = torch.randn(n_tokens, 16)
+        _, weights, ids = router(logits)
+    record("deepseek_v3_groups_unnormalised",
+           dict(scoring="sigmoid", top_k=4, normalize=False, n_group=8, topk_group=3, group_score="sum_top2",
+                routed_scaling_factor=1.3, correction_bias=True), logits, weights, ids, bias=bias)
+
+    # gpt-oss: the router's bias is part of the recorded logits.
+    cfg = transformers.GptOssConfig(hidden_size=12, num_local_experts=12, num_experts_per_tok=4,
+                                    num_attention_heads=2, num_key_value_heads=2, head_dim=6)
+    router = identity_router(GptOssTopKRouter(cfg), 12)
+    logit_bias = 0.5 * torch.randn(12)
+    with torch.no_grad():
+        router.bias.copy_(logit_bias)
+        hidden = torch.randn(n_tokens, 12)
+        logits, weights, ids = router(hidden)
+    record("gpt_oss_biased", dict(scoring="softmax_of_top_k", top_k=4, normalize=False), logits, weights, ids)
+
+    (OUT / "router_cases.json").write_text(json.dumps(cases, indent=1) + "\n")
+    print(f"router cases: {[c['name'] for c in cases]}")
+
+
 def main() -> None:
     wanted = set(sys.argv[1:])
-    unknown = wanted - {v["name"] for v in VARIANTS}
+    unknown = wanted - {v["name"] for v in VARIANTS} - {"router_cases"}
     if unknown:
         sys.exit(f"unknown variants: {sorted(unknown)}")
     rng = np.random.default_rng(4321)
@@ -547,6 +645,8 @@ def main() -> None:
             continue
         torch.manual_seed(2000 + index)
         build(variant, tokens)
+    if not wanted or "router_cases" in wanted:
+        router_cases()
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ Outputs, per type T, in fixtures/quant/ (little-endian raw files):
 and for each type gguf-py can quantize:
   T.quant_in.f32.bin  input floats (random blocks plus zero, tie, outlier and constant blocks)
   T.quant_out.bin     gguf.quants.quantize of that input
-and the same for Q4_K and Q6_K, which gguf-py cannot quantize, from llama.cpp's reference quantizers
-(quantize_row_q4_K_ref / quantize_row_q6_K_ref, what llama-quantize uses without an imatrix), called
+and the same for Q4_K, Q5_K and Q6_K, which gguf-py cannot quantize, from llama.cpp's reference quantizers
+(quantize_row_q{4,5,6}_K_ref, what llama-quantize uses without an imatrix), called
 through ctypes in the pinned llama.cpp build (bench/work/llama.cpp/build/bin/libggml-base.so, from the
 llama-cpp-python 0.3.36 sdist). They are skipped, keeping the committed files, if that library is absent.
 
@@ -31,7 +31,8 @@ from gguf import quants
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fixtures" / "quant"
 GGML_BASE = ROOT / "bench" / "work" / "llama.cpp" / "build" / "bin" / "libggml-base.so"
-LLAMA_CPP_QUANT_TYPES = {T.Q4_K: "quantize_row_q4_K_ref", T.Q6_K: "quantize_row_q6_K_ref"}
+LLAMA_CPP_QUANT_TYPES = {T.Q4_K: "quantize_row_q4_K_ref", T.Q5_K: "quantize_row_q5_K_ref",
+                         T.Q6_K: "quantize_row_q6_K_ref"}
 
 # Byte offsets of the f16 scale fields in each block layout (ggml's block_* structs).
 F16_FIELDS = {
@@ -82,7 +83,7 @@ def random_blocks(t: T, rng: np.random.Generator) -> np.ndarray:
 
 def quant_input(t: T, rng: np.random.Generator) -> np.ndarray:
     block_size, _ = GGML_QUANT_SIZES[t]
-    n = 16 if block_size == 32 else 256
+    n = 256 if block_size == 1 else 16
     x = (rng.standard_normal((n, block_size)) * rng.uniform(0.01, 10, (n, 1))).astype(np.float32)
     if block_size > 1:
         x[0] = 0.0                                     # all-zero block
@@ -121,7 +122,7 @@ def main() -> None:
             (OUT / f"{t.name}.quant_in.f32.bin").write_bytes(x.tobytes())
             (OUT / f"{t.name}.quant_out.bin").write_bytes(out.tobytes())
     else:
-        print(f"note: {GGML_BASE} not found; Q4_K/Q6_K quantization fixtures left as they are")
+        print(f"note: {GGML_BASE} not found; K-quant quantization fixtures left as they are")
     print(f"wrote {len(list(OUT.iterdir()))} files to {OUT}")
 
 

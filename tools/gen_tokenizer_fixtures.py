@@ -26,6 +26,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import tempfile
 import sys
 
 import gguf
@@ -116,6 +117,16 @@ def hf_fixture(name: str, vocab: pathlib.Path, corpus: list[str]) -> None:
         })
     (out / "expected.json").write_text(json.dumps(cases, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     print(f"hf/{name}: {len(cases)} strings (tokenizers {tokenizers.__version__})")
+
+    # add_bos_token/add_eos_token in tokenizer_config.json replace the post-processor (transformers 5)
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copyfile(out / "tokenizer.json", pathlib.Path(tmp) / "tokenizer.json")
+        config = json.loads((out / "tokenizer_config.json").read_text())
+        config.update(add_bos_token=True, add_eos_token=True)
+        (pathlib.Path(tmp) / "tokenizer_config.json").write_text(json.dumps(config))
+        both = AutoTokenizer.from_pretrained(tmp)
+        flags = [{"text": t, "ids": both(t, add_special_tokens=True)["input_ids"]} for t in corpus[:8]]
+    (out / "expected_add_bos_eos.json").write_text(json.dumps(flags, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main() -> None:

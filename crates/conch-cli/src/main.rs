@@ -98,15 +98,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Perplexity of a text file with llama.cpp's method.
+    /// Perplexity of a text file with llama.cpp's method (chunks of --ctx tokens, default 512).
     Perplexity {
         #[command(flatten)]
         model: ModelArgs,
         #[arg(long)]
         file: PathBuf,
-        /// Tokens per chunk.
-        #[arg(long, default_value_t = 512)]
-        ctx: usize,
     },
 }
 
@@ -260,7 +257,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Perplexity { model, file, ctx } => {
+        Command::Perplexity { model, file } => {
+            let ctx = model.ctx.unwrap_or(512);
             let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
             let loaded = load(&model.model)?;
             let result = conch_engine::perplexity(&loaded, &text, ctx, &mut |done, total, ppl| {

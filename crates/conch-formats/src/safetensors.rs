@@ -151,15 +151,16 @@ fn parse_header(buf: &[u8]) -> Result<(BTreeMap<String, String>, Vec<TensorEntry
         }
         let raw: RawEntry = serde_json::from_value(value)
             .map_err(|e| format!("tensor {name:?}: bad header entry: {e}"))?;
-        let dtype =
-            match raw.dtype.as_str() {
-                "F32" => DType::F32,
-                "F16" => DType::F16,
-                "BF16" => DType::BF16,
-                other => return Err(format!(
+        let dtype = match raw.dtype.as_str() {
+            "F32" => DType::F32,
+            "F16" => DType::F16,
+            "BF16" => DType::BF16,
+            other => {
+                return Err(format!(
                     "unsupported dtype {other} for tensor {name:?} (F32, F16 and BF16 are read)"
-                )),
-            };
+                ))
+            }
+        };
         let [begin, end] = raw.data_offsets;
         let bytes = raw
             .shape

@@ -251,8 +251,8 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 /// Quantizes `src` into `dst` (exactly `dtype.bytes_for(src.len())` bytes).
 ///
 /// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and MXFP4 are bit-identical to the `gguf` Python
-/// package's `quantize`; Q4_K and Q6_K, which gguf-py cannot write, follow llama.cpp's reference
-/// quantizers (`quantize_row_q4_K_ref`, `quantize_row_q6_K_ref`). Other types give
+/// package's `quantize`; Q4_K, Q5_K and Q6_K, which gguf-py cannot write, follow llama.cpp's reference
+/// quantizers (`quantize_row_q{4,5,6}_K_ref`). Other types give
 /// [`QuantError::Unsupported`].
 pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     let expected = dtype.bytes_for(src.len()).ok_or(QuantError::PartialBlock {
@@ -282,6 +282,7 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
         DType::Q8_0 => blocks.for_each(|(x, b)| legacy::quantize_q8_0(x, b)),
         DType::MXFP4 => blocks.for_each(|(x, b)| mxfp4::quantize(x, b)),
         DType::Q4_K => blocks.for_each(|(x, b)| k_quants::quantize_q4_k(x, b)),
+        DType::Q5_K => blocks.for_each(|(x, b)| k_quants::quantize_q5_k(x, b)),
         DType::Q6_K => blocks.for_each(|(x, b)| k_quants::quantize_q6_k(x, b)),
         other => return Err(QuantError::Unsupported(other)),
     }

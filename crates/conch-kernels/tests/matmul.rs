@@ -76,7 +76,7 @@ fn random_activations(n: usize, cols: usize, rng: &mut Rng) -> Vec<f32> {
 fn activation_block(dtype: DType) -> Option<usize> {
     match dtype {
         DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => Some(32),
-        DType::Q4_K | DType::Q6_K => Some(256),
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => Some(256),
         _ => None,
     }
 }
@@ -320,6 +320,33 @@ fn every_column_block_count() {
                             expected[i]
                         );
                     }
+                }
+            }
+        }
+    }
+}
+
+/// Float rows longer than the kernels' column blocks are summed over several passes.
+#[test]
+fn long_float_rows() {
+    let mut rng = Rng(9);
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let (rows, cols) = (7, 2 * 1024 + 37);
+        let w = random_weights(dtype, rows, cols, &mut rng);
+        let m = QMatrix::new(dtype, rows, cols, &w).unwrap();
+        for n in [1, 4, 5, 9] {
+            let x = random_activations(n, cols, &mut rng);
+            let (expected, tol, _) = reference(dtype, &w, rows, cols, &x, n);
+            for isa in levels() {
+                let mut y = vec![f32::NAN; n * rows];
+                matmul_with_isa(isa, m, &x, n, &mut y);
+                for i in 0..y.len() {
+                    assert!(
+                        (y[i] as f64 - expected[i]).abs() <= tol[i],
+                        "{dtype} {isa} n={n} out {i}: {} vs {}",
+                        y[i],
+                        expected[i]
+                    );
                 }
             }
         }

@@ -102,7 +102,7 @@ fn quantize_matches_gguf_py() {
 /// gguf-py cannot write K-quants; these fixtures come from llama.cpp's reference quantizers.
 #[test]
 fn k_quantize_matches_llama_cpp_reference() {
-    [DType::Q4_K, DType::Q6_K]
+    [DType::Q4_K, DType::Q5_K, DType::Q6_K]
         .into_iter()
         .for_each(assert_quantize_matches_fixture);
 }
@@ -116,7 +116,7 @@ fn quantize_then_dequantize_stays_close() {
         .collect();
     for dtype in QUANT_REFERENCE_TYPES
         .into_iter()
-        .chain([DType::Q4_K, DType::Q6_K])
+        .chain([DType::Q4_K, DType::Q5_K, DType::Q6_K])
     {
         let mut q = vec![0u8; dtype.bytes_for(x.len()).unwrap()];
         quantize(dtype, &x, &mut q).unwrap();

@@ -58,6 +58,9 @@ pub struct RopeConfig {
 }
 
 /// Everything the dense architectures need to know, normalized across file formats.
+///
+/// Architectures with other layer kinds (mixture-of-experts feed-forwards, say) extend this with
+/// optional sections parsed next to the dense fields, leaving these as they are.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelConfig {
     pub arch: Arch,
@@ -338,7 +341,11 @@ impl ModelConfig {
             sliding_window,
             layer_kinds,
             attention_scale,
-            attn_logit_softcap: meta.opt_f32("attn_logit_softcapping")?,
+            // As in transformers (see from_hf_json), Gemma 3 never applies attention soft-capping.
+            attn_logit_softcap: match arch {
+                Arch::Gemma3 => None,
+                _ => meta.opt_f32("attn_logit_softcapping")?,
+            },
             final_logit_softcap: meta.opt_f32("final_logit_softcapping")?,
         };
         config.validate()?;

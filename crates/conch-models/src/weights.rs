@@ -40,8 +40,6 @@ pub(crate) enum Global {
     Embedding,
     OutputNorm,
     Output,
-    /// llama.cpp's per-frequency rope divisors (Llama 3 scaling in GGUF).
-    RopeFreqs,
 }
 
 impl Naming {
@@ -92,11 +90,9 @@ impl Naming {
             (Naming::Gguf, Global::Embedding) => "token_embd",
             (Naming::Gguf, Global::OutputNorm) => "output_norm",
             (Naming::Gguf, Global::Output) => "output",
-            (Naming::Gguf, Global::RopeFreqs) => "rope_freqs",
             (Naming::Hf { .. }, Global::Embedding) => "model.embed_tokens",
             (Naming::Hf { .. }, Global::OutputNorm) => "model.norm",
             (Naming::Hf { .. }, Global::Output) => "lm_head",
-            (Naming::Hf { .. }, Global::RopeFreqs) => "model.rope_freqs",
         }
     }
 }

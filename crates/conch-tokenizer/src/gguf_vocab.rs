@@ -446,10 +446,10 @@ impl GgufVocab {
 
     /// Cuts special tokens out of `text`: the result alternates text slices and token ids.
     fn partition<'t>(&self, text: &'t str, parse_special: bool) -> Vec<Fragment<'t>> {
-        let mut fragments = vec![Fragment::Text(text)];
         if text.is_empty() {
             return Vec::new();
         }
+        let mut fragments = vec![Fragment::Text(text)];
         for &id in &self.special_cache {
             if !parse_special && self.attr(id) & (attr::CONTROL | attr::UNKNOWN) != 0 {
                 continue;

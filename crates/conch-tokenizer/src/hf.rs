@@ -1,5 +1,8 @@
 //! The Hugging Face back end: `tokenizer.json` through the `tokenizers` crate, with the special
 //! tokens named in `tokenizer_config.json`, `generation_config.json` and `config.json`.
+//!
+//! BOS/EOS are added by tokenizer.json's own post-processor when `add_special` is set; like
+//! transformers 5, `add_bos_token`/`add_eos_token` in tokenizer_config.json do not change that.
 
 use crate::unicode::char_to_byte;
 use crate::{TokenizerBackend, TokenizerError};

@@ -229,9 +229,8 @@ impl PreTokenizer {
                 Splitter::Gpt2 => split_custom(&cpts, &lengths, gpt2_piece),
                 Splitter::Llama3 => split_custom(&cpts, &lengths, llama3_piece),
                 Splitter::Newlines => split_custom(&cpts, &lengths, newline_piece),
-                Splitter::Collapsed(regex) => split_regex(&lengths, regex, |start, end| Subject {
-                    bytes: collapsed[start..end].to_vec(),
-                    boundaries: None,
+                Splitter::Collapsed(regex) => split_regex(&lengths, regex, |start, end| {
+                    Subject::Collapsed(collapsed[start..end].to_vec())
                 })?,
                 Splitter::Wide(regex) => {
                     split_regex(&lengths, regex, |start, end| wide_chunk(&cpts[start..end]))?
@@ -254,18 +253,29 @@ impl PreTokenizer {
     }
 }
 
-/// The text one regex runs over: collapsed bytes (one per codepoint, ASCII encoding), or UTF-8
-/// with the byte offset of every codepoint boundary.
-struct Subject {
-    bytes: Vec<u8>,
-    boundaries: Option<Vec<usize>>,
+/// The text one regex runs over.
+enum Subject {
+    /// One byte per codepoint (ASCII encoding for onig): offsets are codepoint counts.
+    Collapsed(Vec<u8>),
+    /// UTF-8 text and the byte offset of every codepoint boundary.
+    Wide {
+        text: String,
+        boundaries: Vec<usize>,
+    },
 }
 
 impl Subject {
-    fn to_cpt(&self, byte: usize) -> usize {
-        match &self.boundaries {
-            Some(b) => b.partition_point(|&o| o < byte),
-            None => byte,
+    fn len(&self) -> usize {
+        match self {
+            Subject::Collapsed(bytes) => bytes.len(),
+            Subject::Wide { text, .. } => text.len(),
+        }
+    }
+
+    fn to_cpt(&self, offset: usize) -> usize {
+        match self {
+            Subject::Collapsed(_) => offset,
+            Subject::Wide { boundaries, .. } => boundaries.partition_point(|&o| o < offset),
         }
     }
 
@@ -275,28 +285,24 @@ impl Subject {
         from: usize,
         region: &mut Region,
     ) -> Result<Option<(usize, usize)>, TokenizerError> {
-        let end = self.bytes.len();
-        let found = match &self.boundaries {
-            None => regex.search_with_param(
-                EncodedBytes::ascii(&self.bytes),
+        let (end, options) = (self.len(), SearchOptions::SEARCH_OPTION_NONE);
+        let found = match self {
+            Subject::Collapsed(bytes) => regex.search_with_param(
+                EncodedBytes::ascii(bytes),
                 from,
                 end,
-                SearchOptions::SEARCH_OPTION_NONE,
+                options,
                 Some(region),
                 MatchParam::default(),
             ),
-            Some(_) => {
-                let text = std::str::from_utf8(&self.bytes)
-                    .map_err(|e| TokenizerError::Invalid(e.to_string()))?;
-                regex.search_with_param(
-                    text,
-                    from,
-                    end,
-                    SearchOptions::SEARCH_OPTION_NONE,
-                    Some(region),
-                    MatchParam::default(),
-                )
-            }
+            Subject::Wide { text, .. } => regex.search_with_param(
+                text.as_str(),
+                from,
+                end,
+                options,
+                Some(region),
+                MatchParam::default(),
+            ),
         }
         .map_err(|e| TokenizerError::Invalid(format!("pre-tokenizer regex failed: {e}")))?;
         Ok(found.and_then(|_| region.pos(0)))
@@ -318,10 +324,7 @@ fn wide_chunk(cpts: &[u32]) -> Subject {
         });
     }
     boundaries.push(text.len());
-    Subject {
-        bytes: text.into_bytes(),
-        boundaries: Some(boundaries),
-    }
+    Subject::Wide { text, boundaries }
 }
 
 /// Runs `regex` over each piece; matches and the gaps between them become pieces.
@@ -337,7 +340,7 @@ where
     let mut start = 0;
     for &len in lengths {
         let subject = subject(start, start + len);
-        let end = subject.bytes.len();
+        let end = subject.len();
         let mut from = 0;
         let mut last = 0;
         let mut region = Region::new();

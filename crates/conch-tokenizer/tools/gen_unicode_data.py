@@ -38,7 +38,9 @@ def main() -> None:
     lines += [f"    (0x{a:06X}, 0x{b:04X})," for a, b in ranges]
     lines += ["];", "", "/// Codepoints llama.cpp treats as whitespace (`\\s`).",
               "pub(crate) static WHITESPACE: &[u32] = &["]
-    lines += [f"    0x{c:06X}," for c in sorted(spaces)]
+    # nine to a line, as rustfmt lays them out
+    spaces = sorted(spaces)
+    lines += ["    " + " ".join(f"0x{c:06X}," for c in spaces[i:i + 9]) for i in range(0, len(spaces), 9)]
     lines += ["];", ""]
     out.write_text("\n".join(lines))
     print(f"wrote {out}: {len(ranges)} ranges, {len(spaces)} whitespace codepoints")

@@ -2,7 +2,7 @@
 //!
 //! How a product is computed depends on the weight type:
 //! - F32, F16, BF16: f32 dot products (fused multiply-add in the SIMD kernels).
-//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K, Q6_K: the activations are quantized once per call to 8-bit
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K, Q5_K, Q6_K: the activations are quantized once per call to 8-bit
 //!   blocks ([`act`]), then each weight block is dotted with them in integers and scaled in f32,
 //!   as llama.cpp does. This differs from the f32 product of the dequantized weights by the
 //!   activation rounding (relative error around 1e-3 of the dot's magnitude).
@@ -114,8 +114,10 @@ enum Plan {
 
 fn act_format(dtype: DType) -> Option<ActFormat> {
     match dtype {
-        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => Some(ActFormat::Q8x32),
-        DType::Q4_K | DType::Q6_K => Some(ActFormat::Q8x256),
+        DType::Q4_0 | DType::Q4_1 | DType::Q5_0 | DType::Q5_1 | DType::Q8_0 => {
+            Some(ActFormat::Q8x32)
+        }
+        DType::Q4_K | DType::Q5_K | DType::Q6_K => Some(ActFormat::Q8x256),
         _ => None,
     }
 }
@@ -184,13 +186,33 @@ pub fn matmul_with_isa(isa: Isa, w: QMatrix<'_>, x: &[f32], n: usize, y: &mut [f
                 let mut borrowed = cell.try_borrow_mut();
                 let acts = borrowed.as_deref_mut().unwrap_or(&mut fresh);
                 acts.quantize(format, x, n, w.cols);
-                run(w, n, y, k, false, |t| acts.row(t));
+                run(w, n, y, k, Walk::Rows, |t| acts.row(t));
             })
         }
-        Plan::Float(k) => run(w, n, y, k, false, |t| Act::float(&x[t * w.cols..])),
-        Plan::Dequantize(k) => run(w, n, y, k, true, |t| Act::float(&x[t * w.cols..])),
+        Plan::Float(k) => run(w, n, y, k, Walk::ColumnBlocks, |t| {
+            Act::float(&x[t * w.cols..])
+        }),
+        Plan::Dequantize(k) => run(w, n, y, k, Walk::Dequantize, |t| {
+            Act::float(&x[t * w.cols..])
+        }),
     }
 }
+
+/// How a task walks its rows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Walk {
+    /// Whole rows against each token tile (quantized weights: activations are bytes, so a
+    /// tile of them stays in L1 for any row length).
+    Rows,
+    /// Rows in blocks of [`FLOAT_COLUMN_BLOCK`] columns, partial dots summed into `y`, so a tile
+    /// of f32 activations stays in L1.
+    ColumnBlocks,
+    /// Each row dequantized to f32 once, then dotted with every token.
+    Dequantize,
+}
+
+/// Columns per pass over float weights: four activation rows of them take 16 KB.
+const FLOAT_COLUMN_BLOCK: usize = 1024;
 
 /// Splits the product into tasks of (row chunk × token block) and runs `k` over them.
 fn run(
@@ -198,7 +220,7 @@ fn run(
     n: usize,
     y: &mut [f32],
     k: RowKernel,
-    dequant: bool,
+    walk: Walk,
     act_row: impl Fn(usize) -> Act + Sync,
 ) {
     let (rows, cols, row_bytes) = (w.rows, w.cols, w.row_bytes());
@@ -209,7 +231,12 @@ fn run(
     // tokens chunks small enough to stay in L2 while the token tiles loop over them.
     let mut chunk = rows.div_ceil(threads * 4);
     if n > TILE {
-        chunk = chunk.min((CHUNK_BYTES / row_bytes.max(1)).max(1));
+        let chunk_row_bytes = if walk == Walk::ColumnBlocks {
+            row_bytes.min(FLOAT_COLUMN_BLOCK * 4)
+        } else {
+            row_bytes
+        };
+        chunk = chunk.min((CHUNK_BYTES / chunk_row_bytes.max(1)).max(1));
     }
     let chunk = chunk.max(1);
     let row_chunks = rows.div_ceil(chunk);
@@ -225,37 +252,70 @@ fn run(
         }
         let acts = &acts[..t1 - t0];
         let mut out = [0f32; TILE];
-        let mut dot_row = |r: usize, row: *const u8, tile_start: usize, tile: &[Act]| {
-            let out = &mut out[..tile.len()];
-            // SAFETY: `row` is a whole row of `cols` values (checked in `matmul_with_isa` or
-            // dequantized just now) in the layout `k` expects, and `tile` holds rows prepared for it.
-            unsafe { k(row, cols, tile, out) };
-            for (i, &v) in out.iter().enumerate() {
-                // SAFETY: `(t, r)` is inside `y` and written by this task only.
-                unsafe { *y_ptr.get().add((t0 + tile_start + i) * rows + r) = v };
-            }
-        };
-        if dequant {
-            thread_local! {
-                static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-            }
-            ROW.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                buf.resize(cols, 0.0);
-                for r in r0..r1 {
-                    if let Err(e) = dequantize(w.dtype, w.row(r), &mut buf) {
-                        panic!("matmul: cannot dequantize {} weights: {e}", w.dtype);
+        // Dots of `len` values of `row` with the token tile starting at token `t0 + first`,
+        // stored into `y` or (`accumulate`) added to it.
+        let mut dot_row =
+            |r: usize, row: *const u8, len: usize, first: usize, tile: &[Act], accumulate: bool| {
+                let out = &mut out[..tile.len()];
+                // SAFETY: `row` points to `len` values of a row (checked in `matmul_with_isa` or
+                // dequantized just now) in the layout `k` expects, and `tile` holds rows prepared for it.
+                unsafe { k(row, len, tile, out) };
+                for (i, &v) in out.iter().enumerate() {
+                    // SAFETY: `(t, r)` is inside `y` and written by this task only.
+                    let dst = unsafe { &mut *y_ptr.get().add((t0 + first + i) * rows + r) };
+                    *dst = if accumulate { *dst + v } else { v };
+                }
+            };
+        match walk {
+            Walk::Rows => {
+                for (i, tile) in acts.chunks(TILE).enumerate() {
+                    for r in r0..r1 {
+                        dot_row(
+                            r,
+                            w.data[r * row_bytes..].as_ptr(),
+                            cols,
+                            i * TILE,
+                            tile,
+                            false,
+                        );
                     }
+                }
+            }
+            Walk::ColumnBlocks => {
+                let value_bytes = w.dtype.type_size();
+                for c0 in (0..cols).step_by(FLOAT_COLUMN_BLOCK) {
+                    let len = FLOAT_COLUMN_BLOCK.min(cols - c0);
                     for (i, tile) in acts.chunks(TILE).enumerate() {
-                        dot_row(r, buf.as_ptr().cast(), i * TILE, tile);
+                        let mut shifted = [Act::float(&[]); TILE];
+                        for (s, a) in shifted.iter_mut().zip(tile) {
+                            *s = Act {
+                                x: a.x.wrapping_add(c0),
+                                ..*a
+                            };
+                        }
+                        for r in r0..r1 {
+                            let row = w.data[r * row_bytes + c0 * value_bytes..].as_ptr();
+                            dot_row(r, row, len, i * TILE, &shifted[..tile.len()], c0 > 0);
+                        }
                     }
                 }
-            })
-        } else {
-            for (i, tile) in acts.chunks(TILE).enumerate() {
-                for r in r0..r1 {
-                    dot_row(r, w.data[r * row_bytes..].as_ptr(), i * TILE, tile);
+            }
+            Walk::Dequantize => {
+                thread_local! {
+                    static ROW: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
                 }
+                ROW.with(|buf| {
+                    let mut buf = buf.borrow_mut();
+                    buf.resize(cols, 0.0);
+                    for r in r0..r1 {
+                        if let Err(e) = dequantize(w.dtype, w.row(r), &mut buf) {
+                            panic!("matmul: cannot dequantize {} weights: {e}", w.dtype);
+                        }
+                        for (i, tile) in acts.chunks(TILE).enumerate() {
+                            dot_row(r, buf.as_ptr().cast(), cols, i * TILE, tile, false);
+                        }
+                    }
+                })
             }
         }
     });

@@ -82,7 +82,10 @@ fn dot_q5_0(w: &[u8], a: &ActRow) -> f32 {
     for (b, blk) in w.chunks_exact(22).enumerate() {
         let q = &a.qs[b * 32..b * 32 + 32];
         let qh = u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]);
-        let sumi: i32 = q5_values(qh, &blk[6..]).enumerate().map(|(j, (lo, hi))| (lo - 16) * q[j] as i32 + (hi - 16) * q[j + 16] as i32).sum();
+        let sumi: i32 = q5_values(qh, &blk[6..])
+            .enumerate()
+            .map(|(j, (lo, hi))| (lo - 16) * q[j] as i32 + (hi - 16) * q[j + 16] as i32)
+            .sum();
         acc += f16(blk, 0) * a.d[b] * sumi as f32;
     }
     acc
@@ -93,7 +96,10 @@ fn dot_q5_1(w: &[u8], a: &ActRow) -> f32 {
     for (b, blk) in w.chunks_exact(24).enumerate() {
         let q = &a.qs[b * 32..b * 32 + 32];
         let qh = u32::from_le_bytes([blk[4], blk[5], blk[6], blk[7]]);
-        let sumi: i32 = q5_values(qh, &blk[8..]).enumerate().map(|(j, (lo, hi))| lo * q[j] as i32 + hi * q[j + 16] as i32).sum();
+        let sumi: i32 = q5_values(qh, &blk[8..])
+            .enumerate()
+            .map(|(j, (lo, hi))| lo * q[j] as i32 + hi * q[j + 16] as i32)
+            .sum();
         acc += a.d[b] * (f16(blk, 0) * sumi as f32 + f16(blk, 2) * a.sums[b] as f32);
     }
     acc
@@ -136,22 +142,26 @@ pub(super) fn k4_scales_mins(s: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-fn dot_q4_k(w: &[u8], a: &ActRow) -> f32 {
+/// Q4_K, or Q5_K when `qh` holds the fifth bit of every value (bit `j` of byte `l` for value
+/// `l` of sub-block `j`).
+fn dot_qk4(w: &[u8], a: &ActRow, five: bool) -> f32 {
+    let (bytes, qs_at) = if five { (176, 48) } else { (144, 16) };
     let mut acc = 0f32;
-    for (b, blk) in w.chunks_exact(144).enumerate() {
+    for (b, blk) in w.chunks_exact(bytes).enumerate() {
         let sm = k4_scales_mins(blk[4..16].try_into().unwrap());
         let (sc, m) = (&sm[..8], &sm[8..]);
-        let qs = &blk[16..];
+        let (qh, qs) = (&blk[16..48], &blk[qs_at..]);
         let q = &a.qs[b * 256..b * 256 + 256];
         let mut sumi = 0i32;
         let mut summ = 0i32;
         for j in 0..8 {
             // Sub-block j: the low nibbles (even j) or high nibbles (odd j) of bytes 32*(j/2)..+32.
             let bytes = &qs[32 * (j / 2)..32 * (j / 2) + 32];
-            let dot: i32 = bytes
-                .iter()
-                .zip(&q[32 * j..32 * j + 32])
-                .map(|(&v, &x)| ((v >> (4 * (j % 2))) & 0xF) as i32 * x as i32)
+            let dot: i32 = (0..32)
+                .map(|l| {
+                    let fifth = if five { ((qh[l] >> j) & 1) << 4 } else { 0 };
+                    (((bytes[l] >> (4 * (j % 2))) & 0xF) | fifth) as i32 * q[32 * j + l] as i32
+                })
                 .sum();
             sumi += sc[j] as i32 * dot;
             summ +=
@@ -160,6 +170,14 @@ fn dot_q4_k(w: &[u8], a: &ActRow) -> f32 {
         acc += a.d[b] * (f16(blk, 0) * sumi as f32 - f16(blk, 2) * summ as f32);
     }
     acc
+}
+
+fn dot_q4_k(w: &[u8], a: &ActRow) -> f32 {
+    dot_qk4(w, a, false)
+}
+
+fn dot_q5_k(w: &[u8], a: &ActRow) -> f32 {
+    dot_qk4(w, a, true)
 }
 
 fn dot_q6_k(w: &[u8], a: &ActRow) -> f32 {
@@ -225,6 +243,7 @@ quant_kernel!(q5_0, dot_q5_0, 22, 32);
 quant_kernel!(q5_1, dot_q5_1, 24, 32);
 quant_kernel!(q8_0, dot_q8_0, 34, 32);
 quant_kernel!(q4_k, dot_q4_k, 144, 256);
+quant_kernel!(q5_k, dot_q5_k, 176, 256);
 quant_kernel!(q6_k, dot_q6_k, 210, 256);
 
 macro_rules! float_kernel {
@@ -255,6 +274,7 @@ pub(super) fn kernel(dtype: DType) -> Option<RowKernel> {
         DType::Q5_1 => q5_1,
         DType::Q8_0 => q8_0,
         DType::Q4_K => q4_k,
+        DType::Q5_K => q5_k,
         DType::Q6_K => q6_k,
         _ => return None,
     })

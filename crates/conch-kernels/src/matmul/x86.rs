@@ -241,8 +241,15 @@ impl Block32 for Q5_1 {
     const MIN_AT: usize = 2;
     #[inline(always)]
     unsafe fn decode(p: *const u8) -> (__m256i, f32, f32) {
-        let high = _mm256_and_si256(bits_to_bytes(std::ptr::read_unaligned(p.add(4) as *const u32)), _mm256_set1_epi8(0x10));
-        (_mm256_or_si256(nibbles(p.add(8)), high), f16_at(p), f16_at(p.add(2)))
+        let high = _mm256_and_si256(
+            bits_to_bytes(std::ptr::read_unaligned(p.add(4) as *const u32)),
+            _mm256_set1_epi8(0x10),
+        );
+        (
+            _mm256_or_si256(nibbles(p.add(8)), high),
+            f16_at(p),
+            f16_at(p.add(2)),
+        )
     }
     #[inline(always)]
     unsafe fn decode_pair(p: *const u8) -> __m512i {
@@ -419,18 +426,20 @@ unsafe fn q32_block<I: IntDot, B: Block32, const T: usize>(
     }
 }
 
-/// Dots of one Q4_K row with `T` activation rows (Q8 in 256-value blocks).
+/// Dots of one Q4_K row (or Q5_K with `FIVE`: a fifth bit per value from `qh`) with `T`
+/// activation rows (Q8 in 256-value blocks).
 #[inline(always)]
-unsafe fn q4k_dot<I: IntDot, const T: usize>(
+unsafe fn qk4_dot<I: IntDot, const FIVE: bool, const T: usize>(
     row: *const u8,
     blocks: usize,
     acts: &[Act; T],
 ) -> [f32; T] {
     let mut acc = [_mm256_setzero_ps(); T];
     let m4 = _mm256_set1_epi8(0xF);
+    let (bytes, qs_at) = if FIVE { (176, 48) } else { (144, 16) };
     for b in 0..blocks {
-        let blk = row.add(b * 144);
-        prefetch(blk, 144);
+        let blk = row.add(b * bytes);
+        prefetch(blk, bytes);
         let (d, dmin) = (f16_at(blk), f16_at(blk.add(2)));
         let sm = k4_scales_mins(&*(blk.add(4) as *const [u8; 12]));
         let sm = _mm_loadu_si128(sm.as_ptr() as *const __m128i);
@@ -442,10 +451,23 @@ unsafe fn q4k_dot<I: IntDot, const T: usize>(
         // The eight scales as i16, in both 128-bit lanes, for per-sub-block broadcasts below.
         let scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
         let mut sumi = [_mm256_setzero_si256(); T];
+        // Q5_K: bit j of qh byte l is the fifth bit of value l of sub-block j; shifted down by
+        // two per pair of sub-blocks (bits crossing from the next byte never reach bits 0-1).
+        let mut high = if FIVE {
+            load256(blk.add(16))
+        } else {
+            _mm256_setzero_si256()
+        };
+        let bit4 = _mm256_set1_epi8(0x10);
         for j in 0..4 {
-            let v = load256(blk.add(16 + 32 * j));
-            let lo = _mm256_and_si256(v, m4);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            let v = load256(blk.add(qs_at + 32 * j));
+            let mut lo = _mm256_and_si256(v, m4);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if FIVE {
+                lo = _mm256_or_si256(lo, _mm256_and_si256(_mm256_slli_epi16(high, 4), bit4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(_mm256_slli_epi16(high, 3), bit4));
+                high = _mm256_srli_epi16(high, 2);
+            }
             let (s_lo, s_hi) = (
                 broadcast_i16(scales, 2 * j),
                 broadcast_i16(scales, 2 * j + 1),
@@ -692,7 +714,7 @@ unsafe fn float_dot<V: FVec, W: FloatWeight, const T: usize>(
 
 /// Runs `$dot::<.., T>` for the `T = acts.len()` tokens of a tile, storing into `out`.
 macro_rules! per_tile {
-    ($dot:ident::<$($g:ty),*>($row:expr, $len:expr, $acts:expr, $out:expr)) => {
+    ($dot:ident::<$($g:tt),*>($row:expr, $len:expr, $acts:expr, $out:expr)) => {
         match $acts.len() {
             1 => $out.copy_from_slice(&$dot::<$($g,)* 1>($row, $len, $acts.try_into().unwrap())),
             2 => $out.copy_from_slice(&$dot::<$($g,)* 2>($row, $len, $acts.try_into().unwrap())),
@@ -717,12 +739,22 @@ unsafe fn q32_avx512<B: Block32>(row: *const u8, cols: usize, acts: &[Act], out:
 
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k_avx2(row: *const u8, cols: usize, acts: &[Act], out: &mut [f32]) {
-    per_tile!(q4k_dot::<Avx2>(row, cols / 256, acts, out))
+    per_tile!(qk4_dot::<Avx2, false>(row, cols / 256, acts, out))
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q5k_avx2(row: *const u8, cols: usize, acts: &[Act], out: &mut [f32]) {
+    per_tile!(qk4_dot::<Avx2, true>(row, cols / 256, acts, out))
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q5k_avx512(row: *const u8, cols: usize, acts: &[Act], out: &mut [f32]) {
+    per_tile!(qk4_dot::<Vnni, true>(row, cols / 256, acts, out))
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn q4k_avx512(row: *const u8, cols: usize, acts: &[Act], out: &mut [f32]) {
-    per_tile!(q4k_dot::<Vnni>(row, cols / 256, acts, out))
+    per_tile!(qk4_dot::<Vnni, false>(row, cols / 256, acts, out))
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -767,6 +799,8 @@ pub(super) fn kernel(isa: Isa, dtype: DType) -> Option<RowKernel> {
         (DType::Q8_0, true) => q32_avx512::<Q8_0>,
         (DType::Q4_K, false) => q4k_avx2,
         (DType::Q4_K, true) => q4k_avx512,
+        (DType::Q5_K, false) => q5k_avx2,
+        (DType::Q5_K, true) => q5k_avx512,
         (DType::Q6_K, false) => q6k_avx2,
         (DType::Q6_K, true) => q6k_avx512,
         _ => return None,

@@ -250,7 +250,16 @@ fn fit_symmetric_scale(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
     scale
 }
 
-pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
+/// The shared part of Q4_K and Q5_K: per 32-value group, fits a scale and a min with levels in
+/// `0..=nmax`, writes the f16 `d`, `dmin` and the packed 6-bit scales and mins to `header`
+/// (16 bytes), and returns the levels re-derived from the stored (rounded) scales.
+fn quantize_scales_and_mins(
+    x: &[f32],
+    header: &mut [u8],
+    nmax: i32,
+    rmin: f32,
+    nstep: i32,
+) -> [u8; QK_K] {
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; 8];
     let mut mins = [0f32; 8];
@@ -261,7 +270,7 @@ pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
         let av_x = (sum_x2 / 32.0).sqrt();
         let weights: [f32; 32] = std::array::from_fn(|l| av_x + xs[l].abs());
         (scales[j], mins[j]) =
-            fit_scale_and_min(xs, &weights, 15, &mut levels[32 * j..], -1.0, 0.1, 20);
+            fit_scale_and_min(xs, &weights, nmax, &mut levels[32 * j..], rmin, 0.1, nstep);
         max_scale = max_scale.max(scales[j]);
         max_min = max_min.max(mins[j]);
     }
@@ -271,7 +280,7 @@ pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
         0.0
     };
     let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
-    let packed = &mut b[4..16];
+    let packed = &mut header[4..16];
     packed.fill(0);
     for j in 0..8 {
         // Wrapping casts as in C's int → uint8_t before the clamp.
@@ -286,10 +295,10 @@ pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
             packed[j] |= (lm >> 4) << 6;
         }
     }
-    b[..2].copy_from_slice(&super::f16_bytes(max_scale / 63.0));
-    b[2..4].copy_from_slice(&super::f16_bytes(max_min / 63.0));
-    let (d, dmin) = (f16_at(b), f16_at(&b[2..]));
-    let (sc, mn) = scales_and_mins(&b[4..16]);
+    header[..2].copy_from_slice(&super::f16_bytes(max_scale / 63.0));
+    header[2..4].copy_from_slice(&super::f16_bytes(max_min / 63.0));
+    let (d, dmin) = (f16_at(header), f16_at(&header[2..]));
+    let (sc, mn) = scales_and_mins(&header[4..16]);
     for j in 0..8 {
         let dj = d * sc[j] as f32;
         if dj == 0.0 {
@@ -297,15 +306,35 @@ pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
         }
         let dm = dmin * mn[j] as f32;
         for i in 32 * j..32 * (j + 1) {
-            levels[i] = nearest_int((x[i] + dm) / dj).clamp(0, 15) as u8;
+            levels[i] = nearest_int((x[i] + dm) / dj).clamp(0, nmax) as u8;
         }
     }
-    let qs = &mut b[16..144];
-    for c in 0..4 {
-        for l in 0..32 {
-            qs[32 * c + l] = levels[64 * c + l] | (levels[64 * c + 32 + l] << 4);
-        }
+    levels
+}
+
+pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {
+    let levels = quantize_scales_and_mins(x, &mut b[..16], 15, -1.0, 20);
+    for (i, q) in b[16..144].iter_mut().enumerate() {
+        *q = nibble_pair(&levels, i);
     }
+}
+
+pub(super) fn quantize_q5_k(x: &[f32], b: &mut [u8]) {
+    let levels = quantize_scales_and_mins(x, &mut b[..16], 31, -0.5, 15);
+    let (qh, qs) = b[16..176].split_at_mut(32);
+    for (j, h) in qh.iter_mut().enumerate() {
+        *h = (0..8).fold(0u8, |acc, bit| acc | ((levels[32 * bit + j] >> 4) << bit));
+    }
+    for (i, q) in qs.iter_mut().enumerate() {
+        *q = nibble_pair(&levels, i);
+    }
+}
+
+/// Byte `i` of the nibble layout of Q4_K/Q5_K: values `64c + l` (low) and `64c + 32 + l` (high),
+/// with `i = 32c + l`; only the low 4 bits of each level are kept.
+fn nibble_pair(levels: &[u8; QK_K], i: usize) -> u8 {
+    let (c, l) = (i / 32, i % 32);
+    (levels[64 * c + l] & 0x0F) | ((levels[64 * c + 32 + l] & 0x0F) << 4)
 }
 
 pub(super) fn quantize_q6_k(x: &[f32], b: &mut [u8]) {

@@ -88,10 +88,14 @@ impl DenseDecoder {
             c.vocab_size,
             hidden,
         )?;
-        let rope_divisors = w
-            .optional(&format!("{}.weight", naming.global(Global::RopeFreqs)))
-            .map(|t| vector_f32(&t, c.rope.rotary_dim / 2))
-            .transpose()?;
+        // llama.cpp's converter stores Llama 3 rope scaling as per-frequency divisors.
+        let rope_divisors = match source {
+            Source::Gguf => w
+                .optional("rope_freqs.weight")
+                .map(|t| vector_f32(&t, c.rope.rotary_dim / 2))
+                .transpose()?,
+            Source::Hf => None,
+        };
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let name = |p: Part| naming.layer(i, p);

@@ -487,18 +487,32 @@ struct HfMoeLayer {
 }
 
 fn hf_f32(store: &SafetensorsModel, name: &str) -> (Vec<f32>, Vec<usize>) {
-    let t = store.tensor(name).unwrap_or_else(|| panic!("no tensor {name}"));
+    let t = store
+        .tensor(name)
+        .unwrap_or_else(|| panic!("no tensor {name}"));
     assert_eq!(t.dtype, DType::F32, "{name}");
-    (t.data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(), t.shape.clone())
+    (
+        t.data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect(),
+        t.shape.clone(),
+    )
 }
 
 fn hf_bytes(store: &SafetensorsModel, name: &str) -> Vec<u8> {
-    store.tensor(name).unwrap_or_else(|| panic!("no tensor {name}")).data.to_vec()
+    store
+        .tensor(name)
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+        .data
+        .to_vec()
 }
 
 /// `[rows, cols]` → `[cols, rows]`.
 fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    (0..cols).flat_map(|c| (0..rows).map(move |r| v[r * cols + c])).collect()
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| v[r * cols + c]))
+        .collect()
 }
 
 fn empty_experts(hidden: usize, inter: usize, layout: &'static str) -> OwnedExperts {
@@ -515,7 +529,13 @@ fn empty_experts(hidden: usize, inter: usize, layout: &'static str) -> OwnedExpe
 }
 
 /// Per-expert `{prefix}{e}.{gate}/{up}/{down}.weight` tensors, gate rows then up rows.
-fn per_expert(store: &SafetensorsModel, prefix: &str, n_expert: usize, names: [&str; 3], hidden: usize) -> OwnedExperts {
+fn per_expert(
+    store: &SafetensorsModel,
+    prefix: &str,
+    n_expert: usize,
+    names: [&str; 3],
+    hidden: usize,
+) -> OwnedExperts {
     let (_, shape) = hf_f32(store, &format!("{prefix}0.{}.weight", names[2]));
     let mut ex = empty_experts(hidden, shape[1], "separate");
     for e in 0..n_expert {
@@ -523,7 +543,8 @@ fn per_expert(store: &SafetensorsModel, prefix: &str, n_expert: usize, names: [&
         gate_up.extend(hf_bytes(store, &format!("{prefix}{e}.{}.weight", names[1])));
         ex.gate_up.push(gate_up);
         ex.gate_up_bias.push(vec![]);
-        ex.down.push(hf_bytes(store, &format!("{prefix}{e}.{}.weight", names[2])));
+        ex.down
+            .push(hf_bytes(store, &format!("{prefix}{e}.{}.weight", names[2])));
         ex.down_bias.push(vec![]);
     }
     ex
@@ -533,54 +554,90 @@ fn per_expert(store: &SafetensorsModel, prefix: &str, n_expert: usize, names: [&
 fn dense_mlp(store: &SafetensorsModel, prefix: &str, hidden: usize) -> OwnedExperts {
     let (_, shape) = hf_f32(store, &format!("{prefix}down_proj.weight"));
     let mut ex = empty_experts(hidden, shape[1], "separate");
-    let bias = |n: &str| store.tensor(&format!("{prefix}{n}.bias")).map(|_| hf_f32(store, &format!("{prefix}{n}.bias")).0);
+    let bias = |n: &str| {
+        store
+            .tensor(&format!("{prefix}{n}.bias"))
+            .map(|_| hf_f32(store, &format!("{prefix}{n}.bias")).0)
+    };
     let mut gate_up = hf_bytes(store, &format!("{prefix}gate_proj.weight"));
     gate_up.extend(hf_bytes(store, &format!("{prefix}up_proj.weight")));
     ex.gate_up.push(gate_up);
-    ex.gate_up_bias.push(match (bias("gate_proj"), bias("up_proj")) {
-        (Some(mut g), Some(u)) => {
-            g.extend(u);
-            g
-        }
-        _ => vec![],
-    });
-    ex.down.push(hf_bytes(store, &format!("{prefix}down_proj.weight")));
+    ex.gate_up_bias
+        .push(match (bias("gate_proj"), bias("up_proj")) {
+            (Some(mut g), Some(u)) => {
+                g.extend(u);
+                g
+            }
+            _ => vec![],
+        });
+    ex.down
+        .push(hf_bytes(store, &format!("{prefix}down_proj.weight")));
     ex.down_bias.push(bias("down_proj").unwrap_or_default());
     ex
 }
 
-fn hf_moe_layer(arch: &str, store: &SafetensorsModel, layer: usize, n_expert: usize, hidden: usize) -> HfMoeLayer {
+fn hf_moe_layer(
+    arch: &str,
+    store: &SafetensorsModel,
+    layer: usize,
+    n_expert: usize,
+    hidden: usize,
+) -> HfMoeLayer {
     let l = format!("model.layers.{layer}.");
     let swiglu = ExpertActivation::Swiglu;
     let w123 = ["w1", "w3", "w2"];
     let projs = ["gate_proj", "up_proj", "down_proj"];
     let simple = |block: &str, names: [&str; 3], router: &str| HfMoeLayer {
-        experts: per_expert(store, &format!("{l}{block}.experts."), n_expert, names, hidden),
+        experts: per_expert(
+            store,
+            &format!("{l}{block}.experts."),
+            n_expert,
+            names,
+            hidden,
+        ),
         shared: vec![],
         router: hf_bytes(store, &format!("{l}{block}.{router}.weight")),
         router_bias: None,
         activation: swiglu,
     };
     match arch {
-        "MixtralForCausalLM" | "MiniMaxForCausalLM" | "MiniMaxM2ForCausalLM" | "PhimoeForCausalLM"
-            if store.tensor(&format!("{l}block_sparse_moe.gate.weight")).is_some() =>
+        "MixtralForCausalLM"
+        | "MiniMaxForCausalLM"
+        | "MiniMaxM2ForCausalLM"
+        | "PhimoeForCausalLM"
+            if store
+                .tensor(&format!("{l}block_sparse_moe.gate.weight"))
+                .is_some() =>
         {
             simple("block_sparse_moe", w123, "gate")
         }
-        "MixtralForCausalLM" | "MiniMaxForCausalLM" | "MiniMaxM2ForCausalLM" | "PhimoeForCausalLM" => {
-            simple("mlp", projs, "gate")
-        }
+        "MixtralForCausalLM"
+        | "MiniMaxForCausalLM"
+        | "MiniMaxM2ForCausalLM"
+        | "PhimoeForCausalLM" => simple("mlp", projs, "gate"),
         "Qwen3MoeForCausalLM" | "OlmoeForCausalLM" => simple("mlp", projs, "gate"),
         "Qwen2MoeForCausalLM" => {
             let mut m = simple("mlp", projs, "gate");
             let gate = hf_bytes(store, &format!("{l}mlp.shared_expert_gate.weight"));
-            m.shared.push((dense_mlp(store, &format!("{l}mlp.shared_expert."), hidden), Some(gate)));
+            m.shared.push((
+                dense_mlp(store, &format!("{l}mlp.shared_expert."), hidden),
+                Some(gate),
+            ));
             m
         }
-        "DeepseekV2ForCausalLM" | "DeepseekV3ForCausalLM" | "Glm4MoeForCausalLM" | "Ernie4_5_MoeForCausalLM" => {
+        "DeepseekV2ForCausalLM"
+        | "DeepseekV3ForCausalLM"
+        | "Glm4MoeForCausalLM"
+        | "Ernie4_5_MoeForCausalLM" => {
             let mut m = simple("mlp", projs, "gate");
-            if store.tensor(&format!("{l}mlp.shared_experts.down_proj.weight")).is_some() {
-                m.shared.push((dense_mlp(store, &format!("{l}mlp.shared_experts."), hidden), None));
+            if store
+                .tensor(&format!("{l}mlp.shared_experts.down_proj.weight"))
+                .is_some()
+            {
+                m.shared.push((
+                    dense_mlp(store, &format!("{l}mlp.shared_experts."), hidden),
+                    None,
+                ));
             }
             m
         }
@@ -594,11 +651,14 @@ fn hf_moe_layer(arch: &str, store: &SafetensorsModel, layer: usize, n_expert: us
             for e in 0..n_expert {
                 // Stored [in, out]; QMatrix wants [out, in].
                 let gu = &gate_up[e * hidden * 2 * inter..(e + 1) * hidden * 2 * inter];
-                ex.gate_up.push(f32_bytes(&transpose(gu, hidden, 2 * inter)));
-                ex.gate_up_bias.push(gate_up_bias[e * 2 * inter..(e + 1) * 2 * inter].to_vec());
+                ex.gate_up
+                    .push(f32_bytes(&transpose(gu, hidden, 2 * inter)));
+                ex.gate_up_bias
+                    .push(gate_up_bias[e * 2 * inter..(e + 1) * 2 * inter].to_vec());
                 let d = &down[e * inter * hidden..(e + 1) * inter * hidden];
                 ex.down.push(f32_bytes(&transpose(d, inter, hidden)));
-                ex.down_bias.push(down_bias[e * hidden..(e + 1) * hidden].to_vec());
+                ex.down_bias
+                    .push(down_bias[e * hidden..(e + 1) * hidden].to_vec());
             }
             HfMoeLayer {
                 experts: ex,
@@ -609,14 +669,19 @@ fn hf_moe_layer(arch: &str, store: &SafetensorsModel, layer: usize, n_expert: us
             }
         }
         "GraniteMoeForCausalLM" => {
-            let (input, in_shape) = hf_f32(store, &format!("{l}block_sparse_moe.input_linear.weight"));
+            let (input, in_shape) =
+                hf_f32(store, &format!("{l}block_sparse_moe.input_linear.weight"));
             let (output, _) = hf_f32(store, &format!("{l}block_sparse_moe.output_linear.weight"));
             let inter = in_shape[1] / 2;
             let mut ex = empty_experts(hidden, inter, "concatenated");
             for e in 0..n_expert {
-                ex.gate_up.push(f32_bytes(&input[e * 2 * inter * hidden..(e + 1) * 2 * inter * hidden]));
+                ex.gate_up.push(f32_bytes(
+                    &input[e * 2 * inter * hidden..(e + 1) * 2 * inter * hidden],
+                ));
                 ex.gate_up_bias.push(vec![]);
-                ex.down.push(f32_bytes(&output[e * hidden * inter..(e + 1) * hidden * inter]));
+                ex.down.push(f32_bytes(
+                    &output[e * hidden * inter..(e + 1) * hidden * inter],
+                ));
                 ex.down_bias.push(vec![]);
             }
             HfMoeLayer {
@@ -651,14 +716,24 @@ fn moe_block_matches_transformers_outputs() {
                 .map(|(ex, gate)| SharedExpert {
                     weights: ex.expert(0),
                     gate: gate.as_ref().map(|g| {
-                        Projection::new(QMatrix { dtype: DType::F32, rows: 1, cols: hidden, data: g })
+                        Projection::new(QMatrix {
+                            dtype: DType::F32,
+                            rows: 1,
+                            cols: hidden,
+                            data: g,
+                        })
                     }),
                 })
                 .collect();
             let moe = MoeLayer {
                 config: &cfg,
                 router: Projection {
-                    weight: QMatrix { dtype: DType::F32, rows: n_expert, cols: hidden, data: &hf.router },
+                    weight: QMatrix {
+                        dtype: DType::F32,
+                        rows: n_expert,
+                        cols: hidden,
+                        data: &hf.router,
+                    },
                     bias: hf.router_bias.as_deref(),
                 },
                 correction_bias: bias.as_deref(),
@@ -670,14 +745,29 @@ fn moe_block_matches_transformers_outputs() {
             let want = read_f32(&name, &entry["moe_out"]);
             let n = x.len() / hidden;
             let mut out = vec![0.0; x.len()];
-            let routing = moe_forward(&moe, &x, n, hidden, &mut ExpertScratch::default(), &mut out).unwrap();
+            let routing =
+                moe_forward(&moe, &x, n, hidden, &mut ExpertScratch::default(), &mut out).unwrap();
             let want_ids = read_i32(&name, &entry["ids"]);
             for t in 0..n {
-                let got: Vec<i32> = by_id(routing.token_ids(t), routing.token_weights(t)).iter().map(|p| p.0 as i32).collect();
-                assert_eq!(got, want_ids[t * cfg.top_k..(t + 1) * cfg.top_k], "{name} layer {layer} token {t}");
+                let got: Vec<i32> = by_id(routing.token_ids(t), routing.token_weights(t))
+                    .iter()
+                    .map(|p| p.0 as i32)
+                    .collect();
+                assert_eq!(
+                    got,
+                    want_ids[t * cfg.top_k..(t + 1) * cfg.top_k],
+                    "{name} layer {layer} token {t}"
+                );
             }
-            let max_err = out.iter().zip(&want).map(|(g, w)| (g - w).abs() / (1.0 + w.abs())).fold(0.0f32, f32::max);
-            assert!(max_err < 1e-4, "{name} layer {layer}: MoE output off by {max_err}");
+            let max_err = out
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+                .fold(0.0f32, f32::max);
+            assert!(
+                max_err < 1e-4,
+                "{name} layer {layer}: MoE output off by {max_err}"
+            );
             // Only experts some token chose were looked up, each once.
             let mut touched = hf.experts.touched.borrow().clone();
             touched.sort();
@@ -689,4 +779,32 @@ fn moe_block_matches_transformers_outputs() {
         checked.push(name);
     }
     assert!(checked.len() >= 10, "{checked:?}");
+}
+
+#[test]
+fn router_matches_transformers_on_edge_cases() {
+    let text = std::fs::read_to_string(fixtures_dir().join("router_cases.json")).unwrap();
+    let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
+    let floats = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    assert!(cases.len() >= 5);
+    for case in &cases {
+        let name = case["name"].as_str().unwrap();
+        let n_expert = case["n_expert"].as_u64().unwrap() as usize;
+        let cfg = router_config(&case["routing"], n_expert);
+        let logits = floats(&case["logits"]);
+        let bias = case.get("correction_bias").map(floats);
+        let want_ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want_weights = floats(&case["weights"]);
+        let n = logits.len() / n_expert;
+        let got = route(&logits, n, &cfg, bias.as_deref()).unwrap();
+        for t in 0..n {
+            let pairs = by_id(got.token_ids(t), got.token_weights(t));
+            let k = cfg.top_k;
+            for (j, (id, w)) in pairs.iter().enumerate() {
+                assert_eq!(*id, want_ids[t * k + j], "{name} token {t}");
+                let expected = want_weights[t * k + j];
+                assert!((w - expected).abs() <= 1e-6 + 1e-5 * expected.abs(), "{name} token {t}: {w} vs {expected}");
+            }
+        }
+    }
 }
