@@ -13,8 +13,8 @@ Outputs, per type T, in fixtures/quant/ (little-endian raw files):
 and for each type gguf-py can quantize:
   T.quant_in.f32.bin  input floats (random blocks plus zero, tie, outlier and constant blocks)
   T.quant_out.bin     gguf.quants.quantize of that input
-and the same for Q4_K, Q5_K and Q6_K, which gguf-py cannot quantize, from llama.cpp's reference quantizers
-(quantize_row_q{4,5,6}_K_ref, what llama-quantize uses without an imatrix), called
+and the same for the K-quants Q2_K to Q6_K, which gguf-py cannot quantize, from llama.cpp's reference quantizers
+(quantize_row_q{2,3,4,5,6}_K_ref, what llama-quantize uses without an imatrix), called
 through ctypes in the pinned llama.cpp build (bench/work/llama.cpp/build/bin/libggml-base.so, from the
 llama-cpp-python 0.3.36 sdist). They are skipped, keeping the committed files, if that library is absent.
 
@@ -31,8 +31,8 @@ from gguf import quants
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fixtures" / "quant"
 GGML_BASE = ROOT / "bench" / "work" / "llama.cpp" / "build" / "bin" / "libggml-base.so"
-LLAMA_CPP_QUANT_TYPES = {T.Q4_K: "quantize_row_q4_K_ref", T.Q5_K: "quantize_row_q5_K_ref",
-                         T.Q6_K: "quantize_row_q6_K_ref"}
+LLAMA_CPP_QUANT_TYPES = {t: f"quantize_row_{t.name[:2].lower()}{t.name[2:]}_ref"
+                         for t in (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)}
 
 # Byte offsets of the f16 scale fields in each block layout (ggml's block_* structs).
 F16_FIELDS = {

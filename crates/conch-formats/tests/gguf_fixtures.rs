@@ -301,3 +301,31 @@ fn opens_real_models_if_present() {
         );
     }
 }
+
+/// llama.cpp's vocabulary-only files (bench/work, not in CI): every one must open, with its tokens
+/// as strings and, where present, one score and one type per token.
+#[test]
+fn opens_llama_cpp_vocab_files_if_present() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/work/llama.cpp/models");
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|e| e == "gguf"))
+                .collect()
+        })
+        .unwrap_or_default();
+    if files.is_empty() {
+        println!("note: no llama.cpp vocab files in {}, skipping", dir.display());
+    }
+    for path in files {
+        let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));
+        let tokens = file.get_str_array("tokenizer.ggml.tokens").expect("tokens");
+        assert!(!tokens.is_empty(), "{}", path.display());
+        if let Some(scores) = file.get_f32_array("tokenizer.ggml.scores") {
+            assert_eq!(scores.len(), tokens.len(), "{}: scores", path.display());
+        }
+        if let Some(types) = file.get_i32_array("tokenizer.ggml.token_type") {
+            assert_eq!(types.len(), tokens.len(), "{}: token types", path.display());
+        }
+    }
+}

@@ -281,6 +281,23 @@ mod tests {
     }
 
     #[test]
+    fn thread_count_can_change() {
+        let before = threads();
+        for n in [3, 1, 2] {
+            set_threads(n);
+            assert_eq!(threads(), n);
+            let sum = AtomicUsize::new(0);
+            parallel_for(100, |i| {
+                sum.fetch_add(i, Ordering::Relaxed);
+            });
+            assert_eq!(sum.load(Ordering::Relaxed), 4950);
+        }
+        set_threads(0);
+        assert_eq!(threads(), 1);
+        set_threads(before);
+    }
+
+    #[test]
     fn nested_loops_run_inline() {
         let total = AtomicUsize::new(0);
         parallel_for(4, |_| {

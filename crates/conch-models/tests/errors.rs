@@ -122,19 +122,23 @@ fn inconsistent_metadata_is_named() {
         |_, s, d| Some((s, d)),
     );
     assert_mentions(&load_err(&file), &["qwen3.block_count"]);
-    // More layers than the file has tensors for.
+    // One layer more than the file has tensors for.
+    let layers = GgufFile::open(&fixture("qwen3").join("model.gguf"))
+        .unwrap()
+        .get_u64("qwen3.block_count")
+        .unwrap() as u32;
     let file = rewritten_gguf(
         "qwen3",
         |k, v| {
             Some(if k == "qwen3.block_count" {
-                MetaValue::U32(4)
+                MetaValue::U32(layers + 1)
             } else {
                 v
             })
         },
         |_, s, d| Some((s, d)),
     );
-    assert_mentions(&load_err(&file), &["blk.3."]);
+    assert_mentions(&load_err(&file), &[&format!("blk.{layers}.")]);
     let file = rewritten_gguf(
         "qwen3",
         |k, v| {

@@ -8,6 +8,12 @@
 //!
 //! Special tokens (control, user-defined and unknown types) are cut out of the text first, longest
 //! first; control and unknown ones only when `parse_special` is set, as in llama.cpp.
+//!
+//! Where we knowingly differ from llama.cpp: decoding does not apply its `clean_spaces` pass
+//! (" ." → "."), strips the SentencePiece prefix space from the first text piece even after a
+//! skipped BOS (as Hugging Face decoders do), and the per-model LSTRIP/RSTRIP token attributes
+//! llama.cpp sets by model name (phi-3, jina) are not applied. A character with no byte token
+//! becomes the unknown token where llama.cpp would abort.
 
 use crate::pretokenize::{PreConfig, PreTokenizer};
 use crate::unicode::{byte_to_char, char_to_byte};

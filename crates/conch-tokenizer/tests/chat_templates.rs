@@ -72,11 +72,16 @@ fn renders_match_transformers() {
 
 #[test]
 fn templates_are_found_in_gguf_and_tokenizer_config() {
-    use conch_tokenizer::template::{template_from_gguf, template_from_hf_dir, template_from_tokenizer_config};
+    use conch_tokenizer::template::{
+        template_from_gguf, template_from_hf_dir, template_from_tokenizer_config,
+    };
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures");
     let gguf = conch_formats::GgufFile::open(&root.join("tokenizer/vocab/smollm2.gguf")).unwrap();
     let expected = std::fs::read_to_string(root.join("templates/smollm2-instruct.jinja")).unwrap();
-    assert_eq!(template_from_gguf(&gguf).as_deref(), Some(expected.as_str()));
+    assert_eq!(
+        template_from_gguf(&gguf).as_deref(),
+        Some(expected.as_str())
+    );
     let gemma = conch_formats::GgufFile::open(&root.join("tokenizer/vocab/gemma3.gguf")).unwrap();
     assert_eq!(template_from_gguf(&gemma), None);
 
@@ -85,8 +90,14 @@ fn templates_are_found_in_gguf_and_tokenizer_config() {
         {"name": "default", "template": "D"},
     ]});
     assert_eq!(template_from_tokenizer_config(&named).as_deref(), Some("D"));
-    assert_eq!(template_from_tokenizer_config(&serde_json::json!({"chat_template": "S"})).as_deref(), Some("S"));
+    assert_eq!(
+        template_from_tokenizer_config(&serde_json::json!({"chat_template": "S"})).as_deref(),
+        Some("S")
+    );
     assert_eq!(template_from_tokenizer_config(&serde_json::json!({})), None);
     // the HF fixture directories carry no template
-    assert_eq!(template_from_hf_dir(&root.join("tokenizer/hf/smollm2")).unwrap(), None);
+    assert_eq!(
+        template_from_hf_dir(&root.join("tokenizer/hf/smollm2")).unwrap(),
+        None
+    );
 }

@@ -103,19 +103,31 @@ fn add_bos_eos_flags_follow_transformers() {
         ids: Vec<u32>,
     }
     for name in ["smollm2", "llama-spm"] {
-        let tmp = std::env::temp_dir().join(format!("conch-tokenizer-flags-{name}-{}", std::process::id()));
+        let tmp = std::env::temp_dir().join(format!(
+            "conch-tokenizer-flags-{name}-{}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&tmp).unwrap();
         std::fs::copy(dir(name).join("tokenizer.json"), tmp.join("tokenizer.json")).unwrap();
-        let mut config: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir(name).join("tokenizer_config.json")).unwrap()).unwrap();
+        let mut config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir(name).join("tokenizer_config.json")).unwrap(),
+        )
+        .unwrap();
         config["add_bos_token"] = true.into();
         config["add_eos_token"] = true.into();
         std::fs::write(tmp.join("tokenizer_config.json"), config.to_string()).unwrap();
         let tok = Tokenizer::from_hf_dir(&tmp).unwrap();
-        let cases: Vec<Flagged> =
-            serde_json::from_str(&std::fs::read_to_string(dir(name).join("expected_add_bos_eos.json")).unwrap()).unwrap();
+        let cases: Vec<Flagged> = serde_json::from_str(
+            &std::fs::read_to_string(dir(name).join("expected_add_bos_eos.json")).unwrap(),
+        )
+        .unwrap();
         for c in cases {
-            assert_eq!(tok.encode(&c.text, true, true).unwrap(), c.ids, "{name}: {:?}", c.text);
+            assert_eq!(
+                tok.encode(&c.text, true, true).unwrap(),
+                c.ids,
+                "{name}: {:?}",
+                c.text
+            );
         }
         std::fs::remove_dir_all(&tmp).ok();
     }

@@ -2,11 +2,13 @@
 //!
 //! How a product is computed depends on the weight type:
 //! - F32, F16, BF16: f32 dot products (fused multiply-add in the SIMD kernels).
-//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K, Q5_K, Q6_K: the activations are quantized once per call to 8-bit
-//!   blocks ([`act`]), then each weight block is dotted with them in integers and scaled in f32,
-//!   as llama.cpp does. This differs from the f32 product of the dequantized weights by the
-//!   activation rounding (relative error around 1e-3 of the dot's magnitude).
-//! - Every other type: each weight row is dequantized to f32 and dotted in f32.
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q4_K, Q5_K, Q6_K: the activations are quantized once per
+//!   call to 8-bit blocks ([`act`]), then each weight block is dotted with them in integers and
+//!   scaled in f32, as llama.cpp does. This differs from the f32 product of the dequantized
+//!   weights by the activation rounding: each activation moves by at most half a step,
+//!   `max|x_block| / 254`.
+//! - Every other type (Q2_K, Q3_K, Q8_1, Q8_K, MXFP4): each weight row is dequantized to f32 and
+//!   dotted in f32.
 //!
 //! Work is split over output rows (and blocks of tokens when there are many) across the
 //! [`pool`]. Several tokens are computed together so each weight row is decoded once per tile.

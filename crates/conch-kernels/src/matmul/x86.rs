@@ -6,9 +6,12 @@
 //! right features enabled. Every entry computes one weight row against `T <= 4` activation rows,
 //! decoding each weight block once for all of them.
 //!
-//! Quantized 32-value blocks are decoded to 32 unsigned bytes `u` with `value = d·u + c`, so
-//! `Σ value·x = d·dx·Σ u·q + c·(dx·Σq)`: one unsigned×signed byte dot (`vpmaddubsw`, or VNNI's
-//! `vpdpbusd`) per block and token, plus the precomputed activation block sum.
+//! Quantized 32-value blocks are decoded to 32 unsigned bytes `u` with
+//! `value = d·(u - 2^s) + m`, so `Σ value·x = dx·(d·(Σ u·q - 2^s·Σq) + m·Σq)`: one
+//! unsigned×signed byte dot (`vpmaddubsw`, or VNNI's `vpdpbusd`) per block and token, corrected
+//! exactly in integers with the activation block sum `Σq` computed at quantization. The AVX-512
+//! level handles two blocks per 512-bit instruction. K-quants accumulate their sub-block scales
+//! in integers (`vpmaddwd` / `vpdpwssd`) and convert to f32 once per 256 values.
 
 use std::arch::x86_64::*;
 

@@ -124,18 +124,48 @@ fn nearest_int(v: f32) -> i32 {
     ((v + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
 }
 
+/// The candidate scales `fit_scale_and_min` tries: `(nmax + rmin + rdelta * step) / range` for
+/// `step` in `0..=nstep`, judged by `metric`.
+#[derive(Clone, Copy)]
+struct ScaleSearch {
+    rmin: f32,
+    rdelta: f32,
+    nstep: i32,
+    metric: Metric,
+}
+
+#[derive(Clone, Copy)]
+enum Metric {
+    Squared,
+    Absolute,
+}
+
+impl Metric {
+    #[inline]
+    fn of(self, diff: f32) -> f32 {
+        match self {
+            Metric::Squared => diff * diff,
+            Metric::Absolute => diff.abs(),
+        }
+    }
+}
+
 /// Fits `x ≈ scale * L + min` with levels `L` in `0..=nmax` (minimum clamped to ≤ 0), minimizing the
-/// `weights`-weighted squared error over a search of `nstep + 1` candidate scales. Returns
-/// `(scale, -min)` and writes the levels.
+/// `weights`-weighted squared error (absolute error with `Metric::Absolute`) over a search of
+/// `nstep + 1` candidate scales. Returns `(scale, -min)` and writes the levels.
 fn fit_scale_and_min(
     x: &[f32],
     weights: &[f32],
     nmax: i32,
     levels: &mut [u8],
-    rmin: f32,
-    rdelta: f32,
-    nstep: i32,
+    search: ScaleSearch,
 ) -> (f32, f32) {
+    let ScaleSearch {
+        rmin,
+        rdelta,
+        nstep,
+        metric,
+    } = search;
     let n = x.len();
     let (mut min, mut max) = (x[0], x[0]);
     let mut sum_w = weights[0];
@@ -164,8 +194,7 @@ fn fit_scale_and_min(
     for i in 0..n {
         let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         levels[i] = l as u8;
-        let diff = scale * l as f32 + min - x[i];
-        best_error += weights[i] * (diff * diff);
+        best_error += weights[i] * metric.of(scale * l as f32 + min - x[i]);
     }
     let mut trial = [0u8; 32];
     for step in 0..=nstep {
@@ -189,8 +218,7 @@ fn fit_scale_and_min(
             }
             let mut error = 0f32;
             for i in 0..n {
-                let diff = this_scale * trial[i] as f32 + this_min - x[i];
-                error += weights[i] * (diff * diff);
+                error += weights[i] * metric.of(this_scale * trial[i] as f32 + this_min - x[i]);
             }
             if error < best_error {
                 levels[..n].copy_from_slice(&trial[..n]);
@@ -269,8 +297,18 @@ fn quantize_scales_and_mins(
         let sum_x2 = xs.iter().fold(0f32, |s, v| s + v * v);
         let av_x = (sum_x2 / 32.0).sqrt();
         let weights: [f32; 32] = std::array::from_fn(|l| av_x + xs[l].abs());
-        (scales[j], mins[j]) =
-            fit_scale_and_min(xs, &weights, nmax, &mut levels[32 * j..], rmin, 0.1, nstep);
+        (scales[j], mins[j]) = fit_scale_and_min(
+            xs,
+            &weights,
+            nmax,
+            &mut levels[32 * j..],
+            ScaleSearch {
+                rmin,
+                rdelta: 0.1,
+                nstep,
+                metric: Metric::Squared,
+            },
+        );
         max_scale = max_scale.max(scales[j]);
         max_min = max_min.max(mins[j]);
     }
@@ -310,6 +348,194 @@ fn quantize_scales_and_mins(
         }
     }
     levels
+}
+
+pub(super) fn quantize_q2_k(x: &[f32], b: &mut [u8]) {
+    const Q4SCALE: f32 = 15.0;
+    let mut levels = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let mut mins = [0f32; 16];
+    let (mut max_scale, mut max_min) = (0f32, 0f32);
+    for g in 0..16 {
+        let xs = &x[16 * g..16 * (g + 1)];
+        let weights: [f32; 16] = std::array::from_fn(|l| xs[l].abs());
+        (scales[g], mins[g]) = fit_scale_and_min(
+            xs,
+            &weights,
+            3,
+            &mut levels[16 * g..],
+            ScaleSearch {
+                rmin: -0.5,
+                rdelta: 0.1,
+                nstep: 15,
+                metric: Metric::Absolute,
+            },
+        );
+        max_scale = max_scale.max(scales[g]);
+        max_min = max_min.max(mins[g]);
+    }
+    let (packed, rest) = b.split_at_mut(16);
+    // Wrapping int → uint8_t stores as in C.
+    if max_scale > 0.0 {
+        let iscale = Q4SCALE / max_scale;
+        for (p, &scale) in packed.iter_mut().zip(&scales) {
+            *p = nearest_int(iscale * scale) as u8;
+        }
+    } else {
+        packed.fill(0);
+    }
+    let d_bits = super::f16_bytes(if max_scale > 0.0 {
+        max_scale / Q4SCALE
+    } else {
+        0.0
+    });
+    let dmin_bits = if max_min > 0.0 {
+        let iscale = Q4SCALE / max_min;
+        for (p, &min) in packed.iter_mut().zip(&mins) {
+            *p |= (nearest_int(iscale * min) << 4) as u8;
+        }
+        super::f16_bytes(max_min / Q4SCALE)
+    } else {
+        super::f16_bytes(0.0)
+    };
+    rest[64..66].copy_from_slice(&d_bits);
+    rest[66..68].copy_from_slice(&dmin_bits);
+    let (d, dmin) = (f16_at(&d_bits), f16_at(&dmin_bits));
+    for (g, &sc) in packed.iter().enumerate() {
+        let dg = d * (sc & 0x0F) as f32;
+        if dg == 0.0 {
+            continue;
+        }
+        let dm = dmin * (sc >> 4) as f32;
+        for i in 16 * g..16 * (g + 1) {
+            levels[i] = nearest_int((x[i] + dm) / dg).clamp(0, 3) as u8;
+        }
+    }
+    for (i, q) in rest[..64].iter_mut().enumerate() {
+        let (h, l) = (i / 32, i % 32);
+        let base = 128 * h + l;
+        *q = levels[base]
+            | (levels[base + 32] << 2)
+            | (levels[base + 64] << 4)
+            | (levels[base + 96] << 6);
+    }
+}
+
+/// Fits `x ≈ scale * L` with `L` in `-nmax..nmax`, weighting by x², starting from `nmax / max|x|` and
+/// then moving single levels while that lowers the error (up to five passes). Returns the scale and
+/// writes `L + nmax`.
+fn fit_symmetric_scale_iteratively(x: &[f32], nmax: i32, levels: &mut [u8]) -> f32 {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        levels[..x.len()].fill(0);
+        return 0.0;
+    }
+    let iscale = -(nmax as f32) / max;
+    let mut l: [i32; 16] = [0; 16];
+    let (mut sumlx, mut suml2) = (0f32, 0f32);
+    for (li, &v) in l.iter_mut().zip(x) {
+        *li = nearest_int(iscale * v).clamp(-nmax, nmax - 1);
+        let w = v * v;
+        sumlx += w * v * *li as f32;
+        suml2 += w * *li as f32 * *li as f32;
+    }
+    for _ in 0..5 {
+        let mut changed = false;
+        for (li, &v) in l.iter_mut().zip(x) {
+            let w = v * v;
+            let mut slx = sumlx - w * v * *li as f32;
+            if slx > 0.0 {
+                let mut sl2 = suml2 - w * *li as f32 * *li as f32;
+                let new_l = nearest_int(v * sl2 / slx).clamp(-nmax, nmax - 1);
+                if new_l != *li {
+                    slx += w * v * new_l as f32;
+                    sl2 += w * new_l as f32 * new_l as f32;
+                    if sl2 > 0.0 && slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        *li = new_l;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        changed = true;
+                    }
+                }
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (o, &li) in levels.iter_mut().zip(&l) {
+        *o = (li + nmax) as u8;
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+pub(super) fn quantize_q3_k(x: &[f32], b: &mut [u8]) {
+    let mut levels = [0u8; QK_K];
+    let mut scales = [0f32; 16];
+    let (mut max_scale, mut amax) = (0f32, 0f32);
+    for g in 0..16 {
+        let range = 16 * g..16 * (g + 1);
+        scales[g] = fit_symmetric_scale_iteratively(&x[range.clone()], 4, &mut levels[range]);
+        if scales[g].abs() > amax {
+            amax = scales[g].abs();
+            max_scale = scales[g];
+        }
+    }
+    let (hmask, rest) = b.split_at_mut(32);
+    let (qs, rest) = rest.split_at_mut(64);
+    let (packed, d_bytes) = rest.split_at_mut(12);
+    packed.fill(0);
+    if max_scale != 0.0 {
+        let iscale = -32.0 / max_scale;
+        for (g, &scale) in scales.iter().enumerate() {
+            let l = ((nearest_int(iscale * scale) as i8).clamp(-32, 31) + 32) as u8;
+            if g < 8 {
+                packed[g] = l & 0x0F;
+            } else {
+                packed[g - 8] |= (l & 0x0F) << 4;
+            }
+            packed[8 + g % 4] |= (l >> 4) << (2 * (g / 4));
+        }
+        d_bytes.copy_from_slice(&super::f16_bytes(1.0 / iscale));
+    } else {
+        d_bytes.copy_from_slice(&super::f16_bytes(0.0));
+    }
+    let d = f16_at(d_bytes);
+    for g in 0..16 {
+        let low = (packed[g % 8] >> (4 * (g / 8))) & 0x0F;
+        let high = (packed[8 + g % 4] >> (2 * (g / 4))) & 0x03;
+        let dg = d * ((low | (high << 4)) as i8 - 32) as f32;
+        if dg == 0.0 {
+            continue;
+        }
+        for i in 16 * g..16 * (g + 1) {
+            levels[i] = (nearest_int(x[i] / dg).clamp(-4, 3) + 4) as u8;
+        }
+    }
+    hmask.fill(0);
+    for (i, level) in levels.iter_mut().enumerate() {
+        if *level > 3 {
+            hmask[i % 32] |= 1 << (i / 32);
+            *level -= 4;
+        }
+    }
+    for (i, q) in qs.iter_mut().enumerate() {
+        let base = 128 * (i / 32) + i % 32;
+        *q = levels[base]
+            | (levels[base + 32] << 2)
+            | (levels[base + 64] << 4)
+            | (levels[base + 96] << 6);
+    }
 }
 
 pub(super) fn quantize_q4_k(x: &[f32], b: &mut [u8]) {

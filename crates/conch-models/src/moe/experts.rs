@@ -28,20 +28,11 @@ impl<'a> Projection<'a> {
         }
     }
 
-    /// Checks the matrix is `[out_features, in_features]`, whole in its bytes, and the bias fits.
-    pub(super) fn check(
-        &self,
-        what: &str,
-        out_features: usize,
-        in_features: usize,
-    ) -> Result<(), ModelError> {
+    /// Checks the matrix is `[out_features, in_features]`, whole in its bytes, and the bias fits;
+    /// the error says what is wrong.
+    pub(super) fn check(&self, out_features: usize, in_features: usize) -> Result<(), String> {
         let w = &self.weight;
-        let bad = |msg: String| {
-            Err(ModelError::BadTensor {
-                name: what.to_string(),
-                msg,
-            })
-        };
+        let bad = |msg: String| Err(msg);
         if w.rows != out_features || w.cols != in_features {
             return bad(format!(
                 "{}×{} where {out_features}×{in_features} is needed",
@@ -112,17 +103,32 @@ impl ExpertWeights<'_> {
 
     /// Checks every matrix against `hidden` and the down projection's inner width.
     pub fn validate(&self, name: &str, hidden: usize) -> Result<(), ModelError> {
+        self.shape_error(hidden).map_or(Ok(()), |msg| {
+            Err(ModelError::BadTensor {
+                name: name.to_string(),
+                msg,
+            })
+        })
+    }
+
+    /// What is wrong with the shapes, if anything (no allocation when they are right).
+    fn shape_error(&self, hidden: usize) -> Option<String> {
         let inter = self.intermediate();
-        self.down.check(&format!("{name} down"), hidden, inter)?;
-        match &self.gate_up {
-            GateUp::Separate { gate, up } => {
-                gate.check(&format!("{name} gate"), inter, hidden)?;
-                up.check(&format!("{name} up"), inter, hidden)
-            }
-            GateUp::Concatenated(p) | GateUp::Interleaved(p) => {
-                p.check(&format!("{name} gate_up"), 2 * inter, hidden)
-            }
-        }
+        let checks = match &self.gate_up {
+            GateUp::Separate { gate, up } => [
+                ("down", &self.down, hidden, inter),
+                ("gate", gate, inter, hidden),
+                ("up", up, inter, hidden),
+            ],
+            GateUp::Concatenated(p) | GateUp::Interleaved(p) => [
+                ("down", &self.down, hidden, inter),
+                ("gate_up", p, 2 * inter, hidden),
+                ("gate_up", p, 2 * inter, hidden),
+            ],
+        };
+        checks.into_iter().find_map(|(what, p, rows, cols)| {
+            p.check(rows, cols).err().map(|m| format!("{what}: {m}"))
+        })
     }
 }
 
@@ -265,12 +271,22 @@ pub fn run_experts<E: ExpertSet + ?Sized>(
             scratch.assignments[id].push((t as u32, w));
         }
     }
-    for id in 0..n_expert {
-        if scratch.assignments[id].is_empty() {
+    // Every chosen expert is checked before any output is written, so an error leaves `out` as it was.
+    let mut chosen = Vec::new();
+    for (id, tokens) in scratch.assignments[..n_expert].iter().enumerate() {
+        if tokens.is_empty() {
             continue;
         }
         let expert = experts.expert(id);
-        expert.validate(&format!("expert {id}"), hidden)?;
+        if let Some(msg) = expert.shape_error(hidden) {
+            return Err(ModelError::BadTensor {
+                name: format!("MoE expert {id}"),
+                msg,
+            });
+        }
+        chosen.push((id, expert));
+    }
+    for (id, expert) in chosen {
         let ExpertScratch {
             assignments,
             x: xs,
@@ -312,7 +328,10 @@ pub fn run_shared_expert(
     expert.validate("shared expert", hidden)?;
     let mut factors = vec![1.0f32; n];
     if let Some(g) = gate {
-        g.check("shared expert gate", 1, hidden)?;
+        g.check(1, hidden).map_err(|msg| ModelError::BadTensor {
+            name: "shared expert gate".into(),
+            msg,
+        })?;
         g.forward(x, n, &mut factors);
         factors
             .iter_mut()

@@ -64,10 +64,19 @@ pub fn moe_forward<E: ExpertSet + ?Sized>(
             x.len()
         )));
     }
-    layer.router.check("router", cfg.n_expert, hidden)?;
+    layer
+        .router
+        .check(cfg.n_expert, hidden)
+        .map_err(|msg| ModelError::BadTensor {
+            name: "MoE router".into(),
+            msg,
+        })?;
     let mut logits = vec![0.0f32; n * cfg.n_expert];
     layer.router.forward(x, n, &mut logits);
     let routing = route(&logits, n, cfg, layer.correction_bias)?;
+    for shared in layer.shared {
+        shared.weights.validate("MoE shared expert", hidden)?;
+    }
     out.fill(0.0);
     run_experts(
         x,

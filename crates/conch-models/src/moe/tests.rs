@@ -785,7 +785,13 @@ fn moe_block_matches_transformers_outputs() {
 fn router_matches_transformers_on_edge_cases() {
     let text = std::fs::read_to_string(fixtures_dir().join("router_cases.json")).unwrap();
     let cases: Vec<Value> = serde_json::from_str(&text).unwrap();
-    let floats = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let floats = |v: &Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
     assert!(cases.len() >= 5);
     for case in &cases {
         let name = case["name"].as_str().unwrap();
@@ -793,7 +799,12 @@ fn router_matches_transformers_on_edge_cases() {
         let cfg = router_config(&case["routing"], n_expert);
         let logits = floats(&case["logits"]);
         let bias = case.get("correction_bias").map(floats);
-        let want_ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let want_ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap() as u32)
+            .collect();
         let want_weights = floats(&case["weights"]);
         let n = logits.len() / n_expert;
         let got = route(&logits, n, &cfg, bias.as_deref()).unwrap();
@@ -803,7 +814,10 @@ fn router_matches_transformers_on_edge_cases() {
             for (j, (id, w)) in pairs.iter().enumerate() {
                 assert_eq!(*id, want_ids[t * k + j], "{name} token {t}");
                 let expected = want_weights[t * k + j];
-                assert!((w - expected).abs() <= 1e-6 + 1e-5 * expected.abs(), "{name} token {t}: {w} vs {expected}");
+                assert!(
+                    (w - expected).abs() <= 1e-6 + 1e-5 * expected.abs(),
+                    "{name} token {t}: {w} vs {expected}"
+                );
             }
         }
     }
