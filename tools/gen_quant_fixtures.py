@@ -13,8 +13,8 @@ Outputs, per type T, in fixtures/quant/ (little-endian raw files):
 and for each type gguf-py can quantize:
   T.quant_in.f32.bin  input floats (random blocks plus zero, tie, outlier and constant blocks)
   T.quant_out.bin     gguf.quants.quantize of that input
-and the same for the K-quants Q2_K to Q6_K, which gguf-py cannot quantize, from llama.cpp's reference quantizers
-(quantize_row_q{2,3,4,5,6}_K_ref, what llama-quantize uses without an imatrix), called
+and the same for Q8_1 and the K-quants Q2_K to Q8_K, which gguf-py cannot quantize, from llama.cpp's
+reference quantizers (quantize_row_*_ref, what llama-quantize uses without an imatrix), called
 through ctypes in the pinned llama.cpp build (bench/work/llama.cpp/build/bin/libggml-base.so, from the
 llama-cpp-python 0.3.36 sdist). They are skipped, keeping the committed files, if that library is absent.
 
@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "fixtures" / "quant"
 GGML_BASE = ROOT / "bench" / "work" / "llama.cpp" / "build" / "bin" / "libggml-base.so"
 LLAMA_CPP_QUANT_TYPES = {t: f"quantize_row_{t.name[:2].lower()}{t.name[2:]}_ref"
-                         for t in (T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K)}
+                         for t in (T.Q8_1, T.Q2_K, T.Q3_K, T.Q4_K, T.Q5_K, T.Q6_K, T.Q8_K)}
 
 # Byte offsets of the f16 scale fields in each block layout (ggml's block_* structs).
 F16_FIELDS = {
@@ -114,8 +114,8 @@ def main() -> None:
         ggml = ctypes.CDLL(str(GGML_BASE))
         for t, fn_name in LLAMA_CPP_QUANT_TYPES.items():
             x = quant_input(t, rng)
-            _, type_size = GGML_QUANT_SIZES[t]
-            out = np.zeros(x.size // 256 * type_size, dtype=np.uint8)
+            block_size, type_size = GGML_QUANT_SIZES[t]
+            out = np.zeros(x.size // block_size * type_size, dtype=np.uint8)
             fn = getattr(ggml, fn_name)
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
             fn(x.ctypes.data, out.ctypes.data, x.size)

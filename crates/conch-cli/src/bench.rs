@@ -33,7 +33,7 @@ pub fn bench(model: &LoadedModel, pp: usize, tg: usize, reps: usize) -> Result<B
     } else {
         None
     };
-    let mut run_tg = |cache: &mut conch_models::KvCache| -> Result<f64> {
+    let run_tg = |cache: &mut conch_models::KvCache| -> Result<f64> {
         cache.clear();
         let t = Instant::now();
         let mut token = 1u32;

@@ -11,10 +11,7 @@ pub fn message(role: &str, content: &str) -> Value {
 
 /// The conversation rendered with the model's chat template and tokenized.
 pub fn prompt_tokens(model: &LoadedModel, messages: &[Value]) -> Result<Vec<u32>> {
-    let Some(template) = &model.chat_template else {
-        bail!("{} has no chat template; use `conch run --raw` to continue plain text", model.name);
-    };
-    let text = template.render(messages, None, true, None)?;
+    let text = model.chat_template.render(messages, None, true, None)?;
     // Templates that write BOS themselves must not get a second one.
     let bos_written = model.tokenizer.bos_id().and_then(|b| model.tokenizer.id_to_token(b)).is_some_and(|b| text.starts_with(&b));
     Ok(model.tokenizer.encode(&text, !bos_written, true)?)
@@ -47,6 +44,9 @@ pub fn interactive(model: &LoadedModel, ctx: Option<usize>, mut opts: GenerateOp
     let mut messages: Vec<Value> = Vec::new();
     let mut stats = false;
     eprintln!("{} — context {} tokens. /help for commands.", model.name, session.capacity());
+    if !model.has_own_chat_template {
+        eprintln!("(this model has no chat template; using ChatML, which it may not know)");
+    }
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     loop {

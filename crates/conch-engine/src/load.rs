@@ -12,7 +12,9 @@ pub struct LoadedModel {
     pub name: String,
     pub model: Box<dyn Model>,
     pub tokenizer: Tokenizer,
-    pub chat_template: Option<ChatTemplate>,
+    pub chat_template: ChatTemplate,
+    /// False when the model's files carry no chat template and ChatML stands in (as llama.cpp does).
+    pub has_own_chat_template: bool,
     /// Sampling settings the model's files recommend (generation_config.json), else Conch's defaults.
     pub default_sampling: SamplingParams,
 }
@@ -42,26 +44,30 @@ pub fn load(path: &Path) -> Result<LoadedModel, EngineError> {
         let dir = HfModelDir::open(path)?;
         let model = conch_models::load_hf(&dir)?;
         let tokenizer = Tokenizer::from_hf_dir(path)?;
-        let chat_template = chat_template(conch_tokenizer::template::template_from_hf_dir(path)?, &tokenizer)?;
+        let (chat_template, has_own_chat_template) = chat_template(conch_tokenizer::template::template_from_hf_dir(path)?, &tokenizer)?;
         let default_sampling = dir.generation_config.as_ref().map(sampling_from_generation_config).unwrap_or_default();
-        Ok(LoadedModel { name, model, tokenizer, chat_template, default_sampling })
+        Ok(LoadedModel { name, model, tokenizer, chat_template, has_own_chat_template, default_sampling })
     } else {
         let gguf = GgufFile::open(path)?;
         let model = conch_models::load_gguf(&gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let chat_template = chat_template(conch_tokenizer::template::template_from_gguf(&gguf), &tokenizer)?;
+        let (chat_template, has_own_chat_template) = chat_template(conch_tokenizer::template::template_from_gguf(&gguf), &tokenizer)?;
         let name = gguf.get_str("general.name").map(str::to_string).unwrap_or(name);
-        Ok(LoadedModel { name, model, tokenizer, chat_template, default_sampling: SamplingParams::default() })
+        Ok(LoadedModel { name, model, tokenizer, chat_template, has_own_chat_template, default_sampling: SamplingParams::default() })
     }
 }
 
-/// The template with the tokenizer's own BOS and EOS texts, which templates may write out.
-fn chat_template(source: Option<String>, tokenizer: &Tokenizer) -> Result<Option<ChatTemplate>, EngineError> {
-    let Some(source) = source else { return Ok(None) };
+/// ChatML, for models whose files carry no chat template (llama.cpp's choice too).
+const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
+
+/// The model's template (or ChatML) with the tokenizer's own BOS and EOS texts, which templates may
+/// write out; the flag says whether the model brought its own.
+fn chat_template(source: Option<String>, tokenizer: &Tokenizer) -> Result<(ChatTemplate, bool), EngineError> {
     let text = |id: Option<u32>| id.and_then(|id| tokenizer.id_to_token(id)).unwrap_or_default();
     let bos = text(tokenizer.bos_id());
     let eos = text(tokenizer.eos_ids().first().copied());
-    Ok(Some(ChatTemplate::new(&source, &bos, &eos)?))
+    let own = source.is_some();
+    Ok((ChatTemplate::new(source.as_deref().unwrap_or(CHATML), &bos, &eos)?, own))
 }
 
 /// Reads the sampling keys of a Hugging Face `generation_config.json`.

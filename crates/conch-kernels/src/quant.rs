@@ -1,9 +1,11 @@
 //! Element types and block layouts, identical to ggml's (GGUF stores these bytes as is),
-//! with dequantization bit-identical to the `gguf` Python package and quantization of the
-//! types `conch quantize` can write.
+//! with dequantization bit-identical to the `gguf` Python package, and quantization
+//! bit-identical to gguf-py's `quantize` where it has one and to llama.cpp's reference
+//! quantizers for the K-quants.
 //!
-//! Every block decoder mirrors gguf-py's float32 operation order exactly (e.g. `d * q - m`,
-//! never a fused multiply-add), so results match it bit for bit.
+//! Every block codec mirrors its reference's float32 operation order exactly (e.g. `d * q - m`,
+//! never a fused multiply-add; Rust does not contract on its own), so results match bit for bit.
+//! Faster variants must keep that order or be tested against these.
 
 mod k_quants;
 mod legacy;
@@ -251,9 +253,8 @@ pub fn dequantize(dtype: DType, src: &[u8], dst: &mut [f32]) -> Result<(), Quant
 /// Quantizes `src` into `dst` (exactly `dtype.bytes_for(src.len())` bytes).
 ///
 /// F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and MXFP4 are bit-identical to the `gguf` Python
-/// package's `quantize`; the K-quants Q2_K to Q6_K, which gguf-py cannot write, follow llama.cpp's
-/// reference quantizers (`quantize_row_q{2,3,4,5,6}_K_ref`). Other types give
-/// [`QuantError::Unsupported`].
+/// package's `quantize`; Q8_1 and the K-quants Q2_K to Q8_K, which gguf-py cannot write, follow
+/// llama.cpp's reference quantizers (`quantize_row_*_ref`).
 pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantError> {
     let expected = dtype.bytes_for(src.len()).ok_or(QuantError::PartialBlock {
         dtype,
@@ -280,13 +281,14 @@ pub fn quantize(dtype: DType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantEr
         DType::Q5_0 => blocks.for_each(|(x, b)| legacy::quantize_q5_0(x, b)),
         DType::Q5_1 => blocks.for_each(|(x, b)| legacy::quantize_q5_1(x, b)),
         DType::Q8_0 => blocks.for_each(|(x, b)| legacy::quantize_q8_0(x, b)),
+        DType::Q8_1 => blocks.for_each(|(x, b)| legacy::quantize_q8_1(x, b)),
+        DType::Q8_K => blocks.for_each(|(x, b)| k_quants::quantize_q8_k(x, b)),
         DType::MXFP4 => blocks.for_each(|(x, b)| mxfp4::quantize(x, b)),
         DType::Q2_K => blocks.for_each(|(x, b)| k_quants::quantize_q2_k(x, b)),
         DType::Q3_K => blocks.for_each(|(x, b)| k_quants::quantize_q3_k(x, b)),
         DType::Q4_K => blocks.for_each(|(x, b)| k_quants::quantize_q4_k(x, b)),
         DType::Q5_K => blocks.for_each(|(x, b)| k_quants::quantize_q5_k(x, b)),
         DType::Q6_K => blocks.for_each(|(x, b)| k_quants::quantize_q6_k(x, b)),
-        other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
 }
@@ -323,11 +325,6 @@ mod tests {
             quantize(DType::Q4_0, &[0.0; 32], &mut bytes),
             Err(QuantError::OutputLength { .. })
         ));
-        let mut bytes = [0u8; 36];
-        assert_eq!(
-            quantize(DType::Q8_1, &[0.0; 32], &mut bytes),
-            Err(QuantError::Unsupported(DType::Q8_1))
-        );
     }
 
     #[test]

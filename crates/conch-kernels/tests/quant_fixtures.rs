@@ -99,7 +99,7 @@ fn quantize_matches_gguf_py() {
         .for_each(assert_quantize_matches_fixture);
 }
 
-/// gguf-py cannot write K-quants; these fixtures come from llama.cpp's reference quantizers.
+/// gguf-py cannot write Q8_1 or K-quants; these fixtures come from llama.cpp's reference quantizers.
 #[test]
 fn k_quantize_matches_llama_cpp_reference() {
     [
@@ -121,11 +121,13 @@ fn quantize_then_dequantize_stays_close() {
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
         .collect();
     for dtype in QUANT_REFERENCE_TYPES.into_iter().chain([
+        DType::Q8_1,
         DType::Q2_K,
         DType::Q3_K,
         DType::Q4_K,
         DType::Q5_K,
         DType::Q6_K,
+        DType::Q8_K,
     ]) {
         let mut q = vec![0u8; dtype.bytes_for(x.len()).unwrap()];
         quantize(dtype, &x, &mut q).unwrap();

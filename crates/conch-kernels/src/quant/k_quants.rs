@@ -483,12 +483,12 @@ pub(super) fn quantize_q3_k(x: &[f32], b: &mut [u8]) {
     let mut levels = [0u8; QK_K];
     let mut scales = [0f32; 16];
     let (mut max_scale, mut amax) = (0f32, 0f32);
-    for g in 0..16 {
+    for (g, scale) in scales.iter_mut().enumerate() {
         let range = 16 * g..16 * (g + 1);
-        scales[g] = fit_symmetric_scale_iteratively(&x[range.clone()], 4, &mut levels[range]);
-        if scales[g].abs() > amax {
-            amax = scales[g].abs();
-            max_scale = scales[g];
+        *scale = fit_symmetric_scale_iteratively(&x[range.clone()], 4, &mut levels[range]);
+        if scale.abs() > amax {
+            amax = scale.abs();
+            max_scale = *scale;
         }
     }
     let (hmask, rest) = b.split_at_mut(32);
@@ -607,4 +607,31 @@ pub(super) fn quantize_q6_k(x: &[f32], b: &mut [u8]) {
                 | ((l4[l + 96] >> 4) << 6);
         }
     }
+}
+
+/// llama.cpp's `quantize_row_q8_K_ref`: scale from the largest-magnitude value, plus the sums
+/// of each 16 quants.
+pub(super) fn quantize_q8_k(x: &[f32], b: &mut [u8]) {
+    let (mut max, mut amax) = (0f32, 0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    if amax == 0.0 {
+        b.fill(0);
+        return;
+    }
+    let iscale = -127.0 / max;
+    let (d, rest) = b.split_at_mut(4);
+    let (qs, bsums) = rest.split_at_mut(QK_K);
+    for (q, &v) in qs.iter_mut().zip(x) {
+        *q = nearest_int(iscale * v).min(127) as i8 as u8;
+    }
+    for (sum, group) in bsums.chunks_exact_mut(2).zip(qs.chunks_exact(16)) {
+        let s: i16 = group.iter().map(|&q| q as i8 as i16).sum();
+        sum.copy_from_slice(&s.to_le_bytes());
+    }
+    d.copy_from_slice(&(1.0 / iscale).to_le_bytes());
 }

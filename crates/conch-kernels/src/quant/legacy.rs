@@ -156,13 +156,27 @@ pub(super) fn quantize_q5_1(x: &[f32], b: &mut [u8]) {
     pack_nibbles(&q, &mut b[8..]);
 }
 
-pub(super) fn quantize_q8_0(x: &[f32], b: &mut [u8]) {
+/// Symmetric 8-bit quantization of one block into `qs`; returns the scale `d = max|x| / 127`.
+fn quantize_int8(x: &[f32], qs: &mut [u8]) -> f32 {
     let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
     let d = amax / 127.0;
     let id = inverse(d);
-    b[..2].copy_from_slice(&f16_bytes(d));
-    for (o, &v) in b[2..].iter_mut().zip(x) {
+    for (o, &v) in qs.iter_mut().zip(x) {
         // f32::round rounds half away from zero, like ggml's roundf and gguf-py's np_roundf.
         *o = (v * id).round() as i8 as u8;
     }
+    d
+}
+
+pub(super) fn quantize_q8_0(x: &[f32], b: &mut [u8]) {
+    let d = quantize_int8(x, &mut b[2..]);
+    b[..2].copy_from_slice(&f16_bytes(d));
+}
+
+/// Like Q8_0, plus `s = d * sum(q)` (llama.cpp's `quantize_row_q8_1_ref`).
+pub(super) fn quantize_q8_1(x: &[f32], b: &mut [u8]) {
+    let d = quantize_int8(x, &mut b[4..]);
+    let sum: i32 = b[4..].iter().map(|&q| q as i8 as i32).sum();
+    b[..2].copy_from_slice(&f16_bytes(d));
+    b[2..4].copy_from_slice(&f16_bytes(sum as f32 * d));
 }

@@ -176,16 +176,6 @@ impl ExpertSet for [ExpertWeights<'_>] {
     }
 }
 
-impl ExpertSet for Vec<ExpertWeights<'_>> {
-    fn n_expert(&self) -> usize {
-        self.len()
-    }
-
-    fn expert(&self, id: usize) -> ExpertWeights<'_> {
-        self[id]
-    }
-}
-
 /// Expert `id`'s `[rows, cols]` matrix inside a stacked `[n_expert, rows, cols]` tensor's bytes
 /// (GGUF `*_exps` tensors; ggml shape `[cols, rows, n_expert]`).
 pub fn stacked_matrix(

@@ -822,3 +822,75 @@ fn router_matches_transformers_on_edge_cases() {
         }
     }
 }
+
+/// Experts in GGUF's stacked layout (`[n_expert, rows, cols]` per projection) in one element type.
+struct Stacked {
+    dtype: DType,
+    n_expert: usize,
+    hidden: usize,
+    inter: usize,
+    gate: Vec<u8>,
+    up: Vec<u8>,
+    down: Vec<u8>,
+}
+
+impl ExpertSet for Stacked {
+    fn n_expert(&self) -> usize {
+        self.n_expert
+    }
+
+    fn expert(&self, id: usize) -> ExpertWeights<'_> {
+        let (e, h, i) = (self.n_expert, self.hidden, self.inter);
+        let m = |data, rows, cols| Projection::new(stacked_matrix(self.dtype, e, rows, cols, data, id).unwrap());
+        ExpertWeights {
+            gate_up: GateUp::Separate { gate: m(&self.gate, i, h), up: m(&self.up, i, h) },
+            down: m(&self.down, h, i),
+        }
+    }
+}
+
+#[test]
+fn stacked_quantized_experts_match_their_dequantized_values() {
+    use conch_kernels::quant::{dequantize, quantize};
+    let (n_expert, hidden, inter, n) = (4, 64, 32, 6);
+    let mut rng = Lcg(23);
+    let quantized = |len: usize, rng: &mut Lcg| {
+        let values = rng.vec(len);
+        let mut bytes = vec![0u8; DType::Q8_0.bytes_for(len).unwrap()];
+        quantize(DType::Q8_0, &values, &mut bytes).unwrap();
+        bytes
+    };
+    let dequantized = |bytes: &[u8]| {
+        let mut values = vec![0f32; bytes.len() / DType::Q8_0.type_size() * DType::Q8_0.block_size()];
+        dequantize(DType::Q8_0, bytes, &mut values).unwrap();
+        f32_bytes(&values)
+    };
+    let (gate, up, down) = (
+        quantized(n_expert * inter * hidden, &mut rng),
+        quantized(n_expert * inter * hidden, &mut rng),
+        quantized(n_expert * hidden * inter, &mut rng),
+    );
+    let f32s = Stacked {
+        dtype: DType::F32,
+        n_expert,
+        hidden,
+        inter,
+        gate: dequantized(&gate),
+        up: dequantized(&up),
+        down: dequantized(&down),
+    };
+    let q8 = Stacked { dtype: DType::Q8_0, n_expert, hidden, inter, gate, up, down };
+    let x = rng.vec(n * hidden);
+    let routing = Routing { top_k: 2, ids: vec![3, 1, 0, 3, 2, 1, 3, 0, 1, 2, 0, 3], weights: rng.vec(2 * n) };
+    let run = |experts: &Stacked| {
+        let mut out = vec![0f32; n * hidden];
+        run_experts(&x, n, hidden, &routing, experts, ExpertActivation::Swiglu, &mut ExpertScratch::default(), &mut out)
+            .unwrap();
+        out
+    };
+    let (want, got) = (run(&f32s), run(&q8));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let max_err = got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    // Q8_0 products quantize the activations too (about 1e-2 relative); a wrong expert slice is O(1).
+    assert!(max_err < 2e-2 * scale, "max error {max_err} for outputs up to {scale}");
+}
