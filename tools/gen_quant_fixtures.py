@@ -112,10 +112,13 @@ def main() -> None:
         (OUT / f"{t.name}.quant_out.bin").write_bytes(np.ascontiguousarray(q).view(np.uint8).tobytes())
     if GGML_BASE.exists():
         ggml = ctypes.CDLL(str(GGML_BASE))
+        ggml.ggml_type_size.restype = ctypes.c_size_t
+        ggml.ggml_type_size.argtypes = [ctypes.c_int]
         for t, fn_name in LLAMA_CPP_QUANT_TYPES.items():
             x = quant_input(t, rng)
-            block_size, type_size = GGML_QUANT_SIZES[t]
-            out = np.zeros(x.size // block_size * type_size, dtype=np.uint8)
+            block_size, _ = GGML_QUANT_SIZES[t]
+            # Sizes from ggml itself: gguf-py 0.19 still lists Q8_1 as 40 bytes, ggml's block is 36.
+            out = np.zeros(x.size // block_size * ggml.ggml_type_size(int(t)), dtype=np.uint8)
             fn = getattr(ggml, fn_name)
             fn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64]
             fn(x.ctypes.data, out.ctypes.data, x.size)

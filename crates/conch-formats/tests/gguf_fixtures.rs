@@ -315,7 +315,10 @@ fn opens_llama_cpp_vocab_files_if_present() {
         })
         .unwrap_or_default();
     if files.is_empty() {
-        println!("note: no llama.cpp vocab files in {}, skipping", dir.display());
+        println!(
+            "note: no llama.cpp vocab files in {}, skipping",
+            dir.display()
+        );
     }
     for path in files {
         let file = GgufFile::open(&path).unwrap_or_else(|e| panic!("{e}"));

@@ -60,6 +60,17 @@ const QUANT_REFERENCE_TYPES: [DType; 9] = [
     DType::MXFP4,
 ];
 
+/// Types gguf-py cannot quantize, with fixtures from llama.cpp's reference quantizers.
+const LLAMA_CPP_QUANT_TYPES: [DType; 7] = [
+    DType::Q8_1,
+    DType::Q2_K,
+    DType::Q3_K,
+    DType::Q4_K,
+    DType::Q5_K,
+    DType::Q6_K,
+    DType::Q8_K,
+];
+
 #[test]
 fn dequantize_matches_gguf_py() {
     for dtype in DEQUANT_REFERENCE_TYPES {
@@ -99,18 +110,11 @@ fn quantize_matches_gguf_py() {
         .for_each(assert_quantize_matches_fixture);
 }
 
-/// gguf-py cannot write Q8_1 or K-quants; these fixtures come from llama.cpp's reference quantizers.
 #[test]
-fn k_quantize_matches_llama_cpp_reference() {
-    [
-        DType::Q2_K,
-        DType::Q3_K,
-        DType::Q4_K,
-        DType::Q5_K,
-        DType::Q6_K,
-    ]
-    .into_iter()
-    .for_each(assert_quantize_matches_fixture);
+fn quantize_matches_llama_cpp_reference() {
+    LLAMA_CPP_QUANT_TYPES
+        .into_iter()
+        .for_each(assert_quantize_matches_fixture);
 }
 
 #[test]
@@ -120,15 +124,10 @@ fn quantize_then_dequantize_stays_close() {
     let x: Vec<f32> = (0..1024)
         .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
         .collect();
-    for dtype in QUANT_REFERENCE_TYPES.into_iter().chain([
-        DType::Q8_1,
-        DType::Q2_K,
-        DType::Q3_K,
-        DType::Q4_K,
-        DType::Q5_K,
-        DType::Q6_K,
-        DType::Q8_K,
-    ]) {
+    for dtype in QUANT_REFERENCE_TYPES
+        .into_iter()
+        .chain(LLAMA_CPP_QUANT_TYPES)
+    {
         let mut q = vec![0u8; dtype.bytes_for(x.len()).unwrap()];
         quantize(dtype, &x, &mut q).unwrap();
         let mut y = vec![0f32; x.len()];

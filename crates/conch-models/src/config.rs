@@ -5,6 +5,7 @@
 //! or absurd values with a message naming the field.
 
 use crate::arch::Arch;
+use crate::moe::{GroupScore, Normalization, RouterConfig, Scoring};
 use crate::ModelError;
 use conch_formats::MetaValue;
 use conch_kernels::ops::{RopeScaling, RopeStyle};
@@ -89,6 +90,97 @@ pub struct ModelConfig {
     pub attention_scale: f32,
     pub attn_logit_softcap: Option<f32>,
     pub final_logit_softcap: Option<f32>,
+    /// Queries, keys and values are clamped to `±clip_qkv` after their projections (OLMoE).
+    pub clip_qkv: Option<f32>,
+    /// Embeddings are multiplied by this (GraniteMoE's `embedding_multiplier`).
+    pub embedding_multiplier: Option<f32>,
+    /// Every residual branch is multiplied by this before it is added (GraniteMoE).
+    pub residual_multiplier: Option<f32>,
+    /// Logits are divided by this (GraniteMoE's `logits_scaling`).
+    pub logit_divisor: Option<f32>,
+    /// The mixture-of-experts feed-forward; `None` for dense models.
+    pub moe: Option<MoeConfig>,
+}
+
+/// The mixture-of-experts feed-forward of an architecture that has one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MoeConfig {
+    /// The routing rule: expert count, experts per token, scoring, normalisation, scaling.
+    pub router: RouterConfig,
+    /// Inner width of each routed expert.
+    pub expert_intermediate_size: usize,
+    /// Inner width of the shared expert (several shared experts are stored as one wider FFN);
+    /// 0 when there is none.
+    pub shared_intermediate_size: usize,
+    /// The shared expert's output is scaled per token by `sigmoid(gate · x)` (Qwen2-MoE).
+    pub shared_expert_gate: bool,
+    /// One entry per layer: `true` where the feed-forward is MoE, `false` where it is a dense FFN of
+    /// [`ModelConfig::intermediate_size`].
+    pub sparse_layers: Vec<bool>,
+}
+
+impl MoeConfig {
+    pub fn n_expert(&self) -> usize {
+        self.router.n_expert
+    }
+
+    /// Experts used per token.
+    pub fn top_k(&self) -> usize {
+        self.router.top_k
+    }
+
+    /// The routing rule in words, e.g. "softmax, top-2 of 8, renormalised".
+    pub fn routing_description(&self) -> String {
+        let r = &self.router;
+        let scoring = match r.scoring {
+            Scoring::Softmax => "softmax".to_string(),
+            Scoring::Sigmoid => "sigmoid".to_string(),
+            Scoring::SoftmaxOfTopK => "softmax over the chosen logits".to_string(),
+            Scoring::SparseMixer { jitter_eps } => format!("sparsemixer (jitter {jitter_eps})"),
+        };
+        let mut parts = vec![scoring, format!("top-{} of {}", r.top_k, r.n_expert)];
+        if let Some(g) = r.group_limit {
+            let score = match g.score {
+                GroupScore::Max => "best",
+                GroupScore::SumOfTop2 => "sum of top 2",
+            };
+            parts.push(format!(
+                "best {} of {} groups by {score}",
+                g.topk_group, g.n_group
+            ));
+        }
+        match r.normalization {
+            Normalization::None => {}
+            Normalization::Sum => parts.push("renormalised".into()),
+            Normalization::SumClamped { min } => {
+                parts.push(format!("renormalised (sum clamped at {min})"))
+            }
+        }
+        if r.scaling != 1.0 {
+            parts.push(format!("scaled by {}", r.scaling));
+        }
+        if self.shared_intermediate_size > 0 {
+            parts.push(format!(
+                "shared expert of width {}{}",
+                self.shared_intermediate_size,
+                if self.shared_expert_gate { ", gated" } else { "" }
+            ));
+        }
+        parts.join(", ")
+    }
+
+    /// Layers whose feed-forward is MoE.
+    pub fn num_sparse_layers(&self) -> usize {
+        self.sparse_layers.iter().filter(|s| **s).count()
+    }
+}
+
+/// Weights of a model counted from its configuration (biases left out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParameterCounts {
+    pub total: u64,
+    /// Used for one token: every routed expert beyond the `top_k` chosen ones is left out.
+    pub active: u64,
 }
 
 impl ModelConfig {
@@ -98,6 +190,38 @@ impl ModelConfig {
             (AttentionKind::Sliding, Some(local)) => local,
             _ => &self.rope,
         }
+    }
+
+    /// Total and per-token active weight counts, from the configuration alone.
+    pub fn parameter_counts(&self) -> ParameterCounts {
+        let (h, v) = (self.hidden_size as u64, self.vocab_size as u64);
+        let (q, kv) = (self.q_dim() as u64, self.kv_dim() as u64);
+        let ffn = |inner: usize| 3 * h * inner as u64;
+        let attention = 2 * h * q + 2 * h * kv + 2 * h;
+        let mut total = v * h + h + if self.tie_word_embeddings { 0 } else { v * h };
+        let mut active = total;
+        for layer in 0..self.num_layers {
+            total += attention;
+            active += attention;
+            match &self.moe {
+                Some(m) if m.sparse_layers[layer] => {
+                    let shared = if m.shared_intermediate_size > 0 {
+                        ffn(m.shared_intermediate_size) + if m.shared_expert_gate { h } else { 0 }
+                    } else {
+                        0
+                    };
+                    let fixed = m.n_expert() as u64 * h + shared;
+                    let expert = ffn(m.expert_intermediate_size);
+                    total += fixed + m.n_expert() as u64 * expert;
+                    active += fixed + m.top_k() as u64 * expert;
+                }
+                _ => {
+                    total += ffn(self.intermediate_size);
+                    active += ffn(self.intermediate_size);
+                }
+            }
+        }
+        ParameterCounts { total, active }
     }
 
     /// Width of the concatenated query heads.
@@ -203,9 +327,18 @@ impl ModelConfig {
         } else {
             None
         };
-        let attention_scale = match hf.opt_f32("query_pre_attn_scalar")? {
-            Some(s) if arch == Arch::Gemma3 => positive("query_pre_attn_scalar", s)?.powf(-0.5),
+        let attention_scale = match (hf.opt_f32("query_pre_attn_scalar")?, arch) {
+            (Some(s), Arch::Gemma3) => positive("query_pre_attn_scalar", s)?.powf(-0.5),
+            (_, Arch::GraniteMoe) => hf
+                .opt_f32("attention_multiplier")?
+                .unwrap_or((head_dim as f32).powf(-0.5)),
             _ => (head_dim as f32).powf(-0.5),
+        };
+        let granite = |key: &str| -> Result<Option<f32>, ModelError> {
+            match arch {
+                Arch::GraniteMoe => hf.opt_f32(key),
+                _ => Ok(None),
+            }
         };
         let config = ModelConfig {
             arch,
@@ -234,6 +367,11 @@ impl ModelConfig {
                 _ => hf.opt_f32("attn_logit_softcapping")?,
             },
             final_logit_softcap: hf.opt_f32("final_logit_softcapping")?,
+            clip_qkv: hf.opt_f32("clip_qkv")?,
+            embedding_multiplier: granite("embedding_multiplier")?,
+            residual_multiplier: granite("residual_multiplier")?,
+            logit_divisor: granite("logits_scaling")?,
+            moe: hf_moe(arch, &hf, num_layers)?,
         };
         config.validate()?;
         Ok(config)
@@ -257,6 +395,11 @@ impl ModelConfig {
         let meta = GgufKeys {
             get,
             arch: &arch_name,
+        };
+        // llama.cpp's converter writes Mixtral as `llama` with experts.
+        let arch = match arch {
+            Arch::Llama if meta.opt_usize("expert_count")?.is_some_and(|n| n > 0) => Arch::Mixtral,
+            other => other,
         };
         let hidden_size = meta.usize("embedding_length")?;
         let num_heads = meta.usize("attention.head_count")?;
@@ -284,8 +427,13 @@ impl ModelConfig {
         // llama.cpp rotates llama's pairs interleaved (its converter permutes Q/K to match);
         // Qwen 2/3 and Gemma 3 use the NeoX half split.
         let style = match arch {
-            Arch::Llama => RopeStyle::Interleaved,
-            Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => RopeStyle::Neox,
+            Arch::Llama | Arch::Mixtral | Arch::GraniteMoe => RopeStyle::Interleaved,
+            Arch::Qwen2
+            | Arch::Qwen3
+            | Arch::Gemma3
+            | Arch::Qwen2Moe
+            | Arch::Qwen3Moe
+            | Arch::Olmoe => RopeStyle::Neox,
         };
         let rope = RopeConfig {
             theta: meta.opt_f32("rope.freq_base")?.unwrap_or(10_000.0),
@@ -317,11 +465,23 @@ impl ModelConfig {
             }
             None => (head_dim as f32).powf(-0.5),
         };
+        let moe = gguf_moe(arch, &meta, num_layers)?;
+        let intermediate_size = match (meta.opt_usize("feed_forward_length")?, &moe) {
+            (Some(n), _) => n,
+            (None, Some(m)) => m.expert_intermediate_size,
+            (None, None) => meta.usize("feed_forward_length")?,
+        };
+        let granite = |key: &str| -> Result<Option<f32>, ModelError> {
+            match arch {
+                Arch::GraniteMoe => meta.opt_f32(key),
+                _ => Ok(None),
+            }
+        };
         let config = ModelConfig {
             arch,
             vocab_size,
             hidden_size,
-            intermediate_size: meta.usize("feed_forward_length")?,
+            intermediate_size,
             num_layers,
             num_heads,
             num_kv_heads,
@@ -347,6 +507,11 @@ impl ModelConfig {
                 _ => meta.opt_f32("attn_logit_softcapping")?,
             },
             final_logit_softcap: meta.opt_f32("final_logit_softcapping")?,
+            clip_qkv: meta.opt_f32("attention.clamp_kqv")?,
+            embedding_multiplier: granite("embedding_scale")?,
+            residual_multiplier: granite("residual_scale")?,
+            logit_divisor: granite("logit_scale")?,
+            moe,
         };
         config.validate()?;
         Ok(config)
@@ -425,9 +590,37 @@ impl ModelConfig {
                 self.attention_scale
             )));
         }
+        if let Some(m) = &self.moe {
+            m.router.validate()?;
+            if m.sparse_layers.len() != self.num_layers {
+                return Err(config_err(format!(
+                    "{} MoE layer flags for {} layers",
+                    m.sparse_layers.len(),
+                    self.num_layers
+                )));
+            }
+            for (name, value) in [
+                ("expert intermediate size", m.expert_intermediate_size),
+                ("shared expert intermediate size", m.shared_intermediate_size),
+                ("expert count", m.router.n_expert),
+            ] {
+                if value > MAX_DIM {
+                    return Err(config_err(format!(
+                        "{name} {value} is larger than the supported {MAX_DIM}"
+                    )));
+                }
+            }
+            if m.expert_intermediate_size == 0 {
+                return Err(config_err("expert intermediate size is 0"));
+            }
+        }
         for (name, cap) in [
             ("attn_logit_softcap", self.attn_logit_softcap),
             ("final_logit_softcap", self.final_logit_softcap),
+            ("clip_qkv", self.clip_qkv),
+            ("embedding_multiplier", self.embedding_multiplier),
+            ("residual_multiplier", self.residual_multiplier),
+            ("logit_divisor", self.logit_divisor),
         ] {
             if let Some(c) = cap {
                 positive(name, c)?;
@@ -653,6 +846,105 @@ fn hf_layer_kinds(
     }
 }
 
+/// The MoE section of a `config.json` (hub and transformers-5 key names both accepted).
+fn hf_moe(arch: Arch, hf: &HfKeys, num_layers: usize) -> Result<Option<MoeConfig>, ModelError> {
+    let (scoring, default_norm) = match arch {
+        Arch::Mixtral => (Scoring::Softmax, true),
+        Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Olmoe => (Scoring::Softmax, false),
+        Arch::GraniteMoe => (Scoring::SoftmaxOfTopK, false),
+        Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => return Ok(None),
+    };
+    let n_expert = match hf.opt_usize("num_local_experts")? {
+        Some(n) => n,
+        None => hf.usize("num_experts")?,
+    };
+    let top_k = hf.usize("num_experts_per_tok")?;
+    let normalization = if hf.opt_bool("norm_topk_prob")?.unwrap_or(default_norm) {
+        Normalization::Sum
+    } else {
+        Normalization::None
+    };
+    let qwen = matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe);
+    let expert_intermediate_size = if qwen {
+        hf.usize("moe_intermediate_size")?
+    } else {
+        hf.usize("intermediate_size")?
+    };
+    // Qwen-MoE: layer i is MoE unless listed in mlp_only_layers, every decoder_sparse_step-th layer.
+    let sparse_layers = if qwen {
+        let step = hf.opt_usize("decoder_sparse_step")?.unwrap_or(1);
+        let dense_only: Vec<usize> = match hf.present("mlp_only_layers") {
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|_| config_err(format!("\"mlp_only_layers\" is not a list of layer numbers: {v}")))?,
+            None => Vec::new(),
+        };
+        (0..num_layers)
+            .map(|i| step > 0 && (i + 1) % step == 0 && !dense_only.contains(&i))
+            .collect()
+    } else {
+        vec![true; num_layers]
+    };
+    let shared_intermediate_size = match arch {
+        Arch::Qwen2Moe => hf.opt_usize("shared_expert_intermediate_size")?.unwrap_or(0),
+        _ => 0,
+    };
+    Ok(Some(MoeConfig {
+        router: RouterConfig::new(n_expert, top_k, scoring, normalization),
+        expert_intermediate_size,
+        shared_intermediate_size,
+        shared_expert_gate: arch == Arch::Qwen2Moe && shared_intermediate_size > 0,
+        sparse_layers,
+    }))
+}
+
+/// The MoE section of GGUF metadata (llama.cpp's `{arch}.expert_*` keys), present when the file
+/// has experts. Where a rule is not in the metadata, llama.cpp's fixed choice for the architecture
+/// is used.
+fn gguf_moe(
+    arch: Arch,
+    meta: &GgufKeys,
+    num_layers: usize,
+) -> Result<Option<MoeConfig>, ModelError> {
+    let Some(n_expert) = meta.opt_usize("expert_count")?.filter(|n| *n > 0) else {
+        return Ok(None);
+    };
+    let top_k = meta.usize("expert_used_count")?;
+    let expert_intermediate_size = match meta.opt_usize("expert_feed_forward_length")? {
+        Some(n) => n,
+        None => meta.usize("feed_forward_length")?,
+    };
+    let scoring = match (arch, meta.opt_usize("expert_gating_func")?) {
+        (Arch::GraniteMoe, _) => Scoring::SoftmaxOfTopK,
+        (_, None | Some(1)) => Scoring::Softmax,
+        (_, Some(2)) => Scoring::Sigmoid,
+        (_, Some(other)) => {
+            return Err(ModelError::Unsupported(format!(
+                "{}.expert_gating_func {other}",
+                meta.arch
+            )))
+        }
+    };
+    let default_norm = matches!(arch, Arch::Mixtral | Arch::Qwen3Moe);
+    let normalization = match meta.opt_bool("expert_weights_norm")?.unwrap_or(default_norm) {
+        true if scoring != Scoring::SoftmaxOfTopK => Normalization::Sum,
+        _ => Normalization::None,
+    };
+    let mut router = RouterConfig::new(n_expert, top_k, scoring, normalization);
+    router.scaling = meta.opt_f32("expert_weights_scale")?.unwrap_or(1.0);
+    let shared_intermediate_size = match meta.opt_usize("expert_shared_feed_forward_length")? {
+        Some(n) => n,
+        None => meta.opt_usize("expert_shared_count")?.unwrap_or(0) * expert_intermediate_size,
+    };
+    let leading_dense = meta.opt_usize("leading_dense_block_count")?.unwrap_or(0);
+    Ok(Some(MoeConfig {
+        router,
+        expert_intermediate_size,
+        shared_intermediate_size,
+        shared_expert_gate: arch == Arch::Qwen2Moe && shared_intermediate_size > 0,
+        sparse_layers: (0..num_layers).map(|i| i >= leading_dense).collect(),
+    }))
+}
+
 /// Typed access to `{arch}.*` GGUF keys; wrong types are errors naming the key.
 struct GgufKeys<'a> {
     get: &'a dyn Fn(&str) -> Option<MetaValue>,
@@ -685,6 +977,14 @@ impl GgufKeys<'_> {
             other => meta_usize(&other)
                 .map(|n| n as f32)
                 .ok_or_else(|| config_err(format!("{full} is not a number: {other:?}"))),
+        })
+        .transpose()
+    }
+    fn opt_bool(&self, key: &str) -> Result<Option<bool>, ModelError> {
+        let (full, v) = self.value(key);
+        v.map(|v| match v {
+            MetaValue::Bool(b) => Ok(b),
+            other => Err(config_err(format!("{full} is not a boolean: {other:?}"))),
         })
         .transpose()
     }

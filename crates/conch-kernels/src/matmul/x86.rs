@@ -10,7 +10,8 @@
 //! `value = d·(u - 2^s) + m`, so `Σ value·x = dx·(d·(Σ u·q - 2^s·Σq) + m·Σq)`: one
 //! unsigned×signed byte dot (`vpmaddubsw`, or VNNI's `vpdpbusd`) per block and token, corrected
 //! exactly in integers with the activation block sum `Σq` computed at quantization. The AVX-512
-//! level handles two blocks per 512-bit instruction. K-quants accumulate their sub-block scales
+//! level handles two blocks per 512-bit instruction, and takes offset weights as signed
+//! magnitudes with the activations' signs flipped instead (fewer instructions per token). K-quants accumulate their sub-block scales
 //! in integers (`vpmaddwd` / `vpdpwssd`) and convert to f32 once per 256 values.
 
 use std::arch::x86_64::*;
@@ -340,47 +341,51 @@ unsafe fn q32_pair<B: Block32, const T: usize>(
     let p = row.add(b * B::BYTES);
     prefetch(p, 2 * B::BYTES);
     let w = B::decode_pair(p);
-    let (u, shift) = if B::SIGNED {
-        (_mm512_xor_si512(w, _mm512_set1_epi8(-128)), 7)
-    } else {
-        (w, B::OFFSET_SHIFT)
-    };
     let d = pair_f16(p, 0, B::BYTES);
-    let m = if B::HAS_MIN {
-        pair_f16(p, B::MIN_AT, B::BYTES)
-    } else {
-        _mm512_setzero_ps()
-    };
-    for t in 0..T {
-        let a = &acts[t];
-        let mut sumi = _mm512_dpbusd_epi32(
-            _mm512_setzero_si512(),
-            u,
-            _mm512_loadu_si512(a.qs.add(b * 32) as *const _),
-        );
-        // The two block sums in lanes 0 and 8, zeros elsewhere (see `q32_block`).
-        let sums = _mm512_castsi128_si512(_mm_loadl_epi64(a.sums.add(b) as *const __m128i));
-        let block_sums = _mm512_maskz_permutexvar_epi32(0x0101, pair_index(), sums);
-        if shift != 0 {
-            sumi = _mm512_sub_epi32(sumi, _mm512_sll_epi32(block_sums, _mm_cvtsi32_si128(shift)));
-        }
-        let dx = _mm512_permutexvar_ps(
-            pair_index(),
-            _mm512_castps128_ps512(_mm_castsi128_ps(_mm_loadl_epi64(
-                a.d.add(b) as *const __m128i
-            ))),
-        );
-        if B::HAS_MIN {
+    if B::HAS_MIN {
+        // value = d·u + m: the minimum multiplies the activation block sums (lanes 0 and 8).
+        let m = pair_f16(p, B::MIN_AT, B::BYTES);
+        for t in 0..T {
+            let a = &acts[t];
+            let q = _mm512_loadu_si512(a.qs.add(b * 32) as *const _);
+            let sumi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, q);
+            let sums = _mm512_castsi128_si512(_mm_loadl_epi64(a.sums.add(b) as *const __m128i));
+            let block_sums = _mm512_maskz_permutexvar_epi32(0x0101, pair_index(), sums);
             let sumf = _mm512_fmadd_ps(
                 _mm512_cvtepi32_ps(block_sums),
                 m,
                 _mm512_mul_ps(_mm512_cvtepi32_ps(sumi), d),
             );
-            acc[t] = _mm512_fmadd_ps(sumf, dx, acc[t]);
+            acc[t] = _mm512_fmadd_ps(sumf, pair_dx(a, b), acc[t]);
+        }
+    } else {
+        // Signed weights as |w| times q negated where w < 0 (vpdpbusd wants unsigned × signed);
+        // the sign mask and magnitudes are shared by all tokens.
+        let signed = if B::SIGNED {
+            w
         } else {
-            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sumi), _mm512_mul_ps(d, dx), acc[t]);
+            _mm512_sub_epi8(w, _mm512_set1_epi8(1 << B::OFFSET_SHIFT))
+        };
+        let (magnitude, negative) = (_mm512_abs_epi8(signed), _mm512_movepi8_mask(signed));
+        for t in 0..T {
+            let a = &acts[t];
+            let q = _mm512_loadu_si512(a.qs.add(b * 32) as *const _);
+            let q = _mm512_mask_sub_epi8(q, negative, _mm512_setzero_si512(), q);
+            let sumi = _mm512_dpbusd_epi32(_mm512_setzero_si512(), magnitude, q);
+            acc[t] = _mm512_fmadd_ps(
+                _mm512_cvtepi32_ps(sumi),
+                _mm512_mul_ps(d, pair_dx(a, b)),
+                acc[t],
+            );
         }
     }
+}
+
+/// The activation scales of blocks `b` (lanes 0-7) and `b + 1` (lanes 8-15).
+#[inline(always)]
+unsafe fn pair_dx(a: &Act, b: usize) -> __m512 {
+    let two = _mm_castsi128_ps(_mm_loadl_epi64(a.d.add(b) as *const __m128i));
+    _mm512_permutexvar_ps(pair_index(), _mm512_castps128_ps512(two))
 }
 
 /// Adds block `b` of `row` times the activations to `acc`.

@@ -1,4 +1,5 @@
-//! Causal self-attention with grouped KV heads, optional sliding window, q/k norms and soft-capping.
+//! Causal self-attention with grouped KV heads, optional sliding window, q/k norms, q/k/v clipping
+//! and soft-capping.
 
 use super::{Linear, RmsNorm, Rope};
 use crate::kv_cache::KvCache;
@@ -27,6 +28,8 @@ pub struct Attention {
     pub window: Option<usize>,
     pub scale: f32,
     pub softcap: Option<f32>,
+    /// Queries, keys and values are clamped to `±clip` after the norms (OLMoE's `clip_qkv`).
+    pub clip_qkv: Option<f32>,
 }
 
 /// Buffers reused by every layer of one forward pass.
@@ -70,6 +73,11 @@ impl Attention {
         }
         if let Some(norm) = &self.k_norm {
             norm.forward(&mut s.k);
+        }
+        if let Some(clip) = self.clip_qkv {
+            for v in s.q.iter_mut().chain(s.k.iter_mut()).chain(s.v.iter_mut()) {
+                *v = v.clamp(-clip, clip);
+            }
         }
         self.rope.apply(&mut s.q, n, start, hd);
         self.rope.apply(&mut s.k, n, start, hd);

@@ -1,19 +1,31 @@
-//! The dense decoder-only transformer every architecture here is a variant of.
+//! The decoder-only transformer every architecture here is a variant of: attention, then a
+//! feed-forward that is dense or mixture-of-experts per layer.
 
 use super::attention::AttentionScratch;
+use super::moe_ffn::{HfMoeNames, MoeFfn, MoeNaming, RoutingObserver};
 use super::{Attention, Embedding, GatedFfn, Linear, RmsNorm, Rope};
 use crate::config::{AttentionKind, ModelConfig};
 use crate::kv_cache::KvCache;
+use crate::moe::ExpertScratch;
 use crate::weights::{vector_f32, Global, Naming, Part, Weights};
 use crate::{Model, ModelError};
 use conch_formats::TensorStore;
 use conch_kernels::ops;
 
-/// What distinguishes one dense architecture from another, beyond its [`ModelConfig`].
+/// RMS norms of queries and keys before rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkNorm {
+    None,
+    /// One norm over each head (Qwen 3, Gemma 3).
+    PerHead,
+    /// One norm over the whole query (and key) projection, all heads together (OLMoE).
+    WholeProjection,
+}
+
+/// What distinguishes one architecture from another, beyond its [`ModelConfig`].
 #[derive(Clone, Copy, Debug)]
-pub struct DenseSpec {
-    /// Per-head RMS norms on queries and keys.
-    pub qk_norm: bool,
+pub struct DecoderSpec {
+    pub qk_norm: QkNorm,
     /// Extra norms after attention and after the feed-forward, before the residual add (Gemma).
     pub sandwich_norms: bool,
     /// Embeddings are multiplied by `sqrt(hidden_size)` (Gemma).
@@ -22,6 +34,14 @@ pub struct DenseSpec {
     pub hf_norm_offset: f32,
     /// Hugging Face name of the norm before the feed-forward.
     pub hf_ffn_norm: &'static str,
+    /// Hugging Face names of the MoE tensors, for architectures with MoE layers.
+    pub hf_moe: Option<HfMoeNames>,
+}
+
+/// A layer's feed-forward.
+pub enum FeedForward {
+    Dense(GatedFfn),
+    Moe(MoeFfn),
 }
 
 /// Where the tensors come from; decides names and format-specific conventions.
@@ -36,11 +56,11 @@ pub struct DecoderLayer {
     pub attn: Attention,
     pub post_attn_norm: Option<RmsNorm>,
     pub ffn_norm: RmsNorm,
-    pub ffn: GatedFfn,
+    pub ffn: FeedForward,
     pub post_ffn_norm: Option<RmsNorm>,
 }
 
-pub struct DenseDecoder {
+pub struct Decoder {
     config: ModelConfig,
     embedding: Embedding,
     embed_scale: Option<f32>,
@@ -49,14 +69,14 @@ pub struct DenseDecoder {
     output: Linear,
 }
 
-impl DenseDecoder {
+impl Decoder {
     /// Builds the model from `store`, checking every tensor's presence and shape against `config`.
     pub fn load(
         config: ModelConfig,
         store: &dyn TensorStore,
         source: Source,
-        spec: &DenseSpec,
-    ) -> Result<DenseDecoder, ModelError> {
+        spec: &DecoderSpec,
+    ) -> Result<Decoder, ModelError> {
         let naming = match source {
             Source::Gguf => Naming::Gguf,
             Source::Hf => Naming::Hf {
@@ -96,6 +116,15 @@ impl DenseDecoder {
                 .transpose()?,
             Source::Hf => None,
         };
+        let qk_norm_dims = match spec.qk_norm {
+            QkNorm::None => None,
+            QkNorm::PerHead => Some((c.head_dim, c.head_dim)),
+            QkNorm::WholeProjection => Some((q_dim, kv_dim)),
+        };
+        let moe_naming = match (source, spec.hf_moe) {
+            (Source::Gguf, _) => Some(MoeNaming::Gguf),
+            (Source::Hf, names) => names.map(MoeNaming::Hf),
+        };
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let name = |p: Part| naming.layer(i, p);
@@ -111,13 +140,11 @@ impl DenseDecoder {
                 k: linear(&name(Part::K), kv_dim, hidden)?,
                 v: linear(&name(Part::V), kv_dim, hidden)?,
                 o: linear(&name(Part::Out), hidden, q_dim)?,
-                q_norm: spec
-                    .qk_norm
-                    .then(|| norm(&name(Part::QNorm), c.head_dim))
+                q_norm: qk_norm_dims
+                    .map(|(q, _)| norm(&name(Part::QNorm), q))
                     .transpose()?,
-                k_norm: spec
-                    .qk_norm
-                    .then(|| norm(&name(Part::KNorm), c.head_dim))
+                k_norm: qk_norm_dims
+                    .map(|(_, k)| norm(&name(Part::KNorm), k))
                     .transpose()?,
                 rope: Rope::new(rope_config, divisors)?,
                 num_heads: c.num_heads,
@@ -129,12 +156,24 @@ impl DenseDecoder {
                 },
                 scale: c.attention_scale,
                 softcap: c.attn_logit_softcap,
+                clip_qkv: c.clip_qkv,
             };
-            let ffn = GatedFfn {
-                gate: linear(&name(Part::Gate), c.intermediate_size, hidden)?,
-                up: linear(&name(Part::Up), c.intermediate_size, hidden)?,
-                down: linear(&name(Part::Down), hidden, c.intermediate_size)?,
-                activation: c.activation,
+            let ffn = match (&c.moe, moe_naming) {
+                (Some(moe), Some(naming)) if moe.sparse_layers[i] => {
+                    FeedForward::Moe(MoeFfn::load(&w, naming, i, c, moe)?)
+                }
+                (Some(_), None) => {
+                    return Err(ModelError::Unsupported(format!(
+                        "{} has no mixture-of-experts layers",
+                        c.arch
+                    )))
+                }
+                _ => FeedForward::Dense(GatedFfn {
+                    gate: linear(&name(Part::Gate), c.intermediate_size, hidden)?,
+                    up: linear(&name(Part::Up), c.intermediate_size, hidden)?,
+                    down: linear(&name(Part::Down), hidden, c.intermediate_size)?,
+                    activation: c.activation,
+                }),
             };
             layers.push(DecoderLayer {
                 attn_norm: norm(&name(Part::AttnNorm), hidden)?,
@@ -161,8 +200,12 @@ impl DenseDecoder {
             }
             _ => return Err(ModelError::MissingTensor(output_name)),
         };
-        let embed_scale = spec.scale_embeddings.then(|| (hidden as f64).sqrt() as f32);
-        Ok(DenseDecoder {
+        let embed_scale = if spec.scale_embeddings {
+            Some((hidden as f64).sqrt() as f32)
+        } else {
+            c.embedding_multiplier
+        };
+        Ok(Decoder {
             config,
             embedding,
             embed_scale,
@@ -193,26 +236,21 @@ impl DenseDecoder {
     }
 }
 
-impl Model for DenseDecoder {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(self.config.num_layers, self.config.kv_dim(), capacity)
-    }
-
-    fn forward(
+impl Decoder {
+    /// The forward pass of [`Model::forward`], reporting each MoE layer's routing to `observer`.
+    fn run(
         &self,
         tokens: &[u32],
         cache: &mut KvCache,
         all_logits: bool,
+        mut observer: Option<&mut dyn RoutingObserver>,
     ) -> Result<Vec<f32>, ModelError> {
         self.check_input(tokens, cache)?;
         cache.reserve(tokens.len())?;
         let c = &self.config;
         let n = tokens.len();
         let hidden = c.hidden_size;
+        let start = cache.len();
 
         let mut x = vec![0f32; n * hidden];
         for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
@@ -227,6 +265,8 @@ impl Model for DenseDecoder {
         let mut attn_scratch = AttentionScratch::new(n, c.q_dim(), c.kv_dim());
         let mut gate = vec![0f32; n * c.intermediate_size];
         let mut up = vec![0f32; n * c.intermediate_size];
+        let mut expert_scratch = ExpertScratch::default();
+        let residual = c.residual_multiplier.unwrap_or(1.0);
         for (i, layer) in self.layers.iter().enumerate() {
             h.copy_from_slice(&x);
             layer.attn_norm.forward(&mut h);
@@ -236,15 +276,23 @@ impl Model for DenseDecoder {
             if let Some(norm) = &layer.post_attn_norm {
                 norm.forward(&mut branch);
             }
-            ops::add(&mut x, &branch);
+            ops::axpy(residual, &branch, &mut x);
 
             h.copy_from_slice(&x);
             layer.ffn_norm.forward(&mut h);
-            layer.ffn.forward(&h, n, &mut gate, &mut up, &mut branch);
+            match &layer.ffn {
+                FeedForward::Dense(ffn) => ffn.forward(&h, n, &mut gate, &mut up, &mut branch),
+                FeedForward::Moe(moe) => {
+                    let routing = moe.forward(&h, n, hidden, &mut expert_scratch, &mut branch)?;
+                    if let Some(obs) = observer.as_deref_mut() {
+                        obs.observe(i, start, &routing);
+                    }
+                }
+            }
             if let Some(norm) = &layer.post_ffn_norm {
                 norm.forward(&mut branch);
             }
-            ops::add(&mut x, &branch);
+            ops::axpy(residual, &branch, &mut x);
         }
         cache.commit(n);
 
@@ -257,9 +305,41 @@ impl Model for DenseDecoder {
         self.final_norm.forward(rows);
         let mut logits = vec![0f32; out_rows * c.vocab_size];
         self.output.forward(rows, out_rows, &mut logits);
+        if let Some(d) = c.logit_divisor {
+            ops::scale(&mut logits, 1.0 / d);
+        }
         if let Some(cap) = c.final_logit_softcap {
             ops::softcap(&mut logits, cap);
         }
         Ok(logits)
+    }
+}
+
+impl Model for Decoder {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    fn new_cache(&self, capacity: usize) -> KvCache {
+        KvCache::new(self.config.num_layers, self.config.kv_dim(), capacity)
+    }
+
+    fn forward(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, cache, all_logits, None)
+    }
+
+    fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        observer: &mut dyn RoutingObserver,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.run(tokens, cache, all_logits, Some(observer))
     }
 }
