@@ -7,7 +7,7 @@ Run from the repository root:
     /opt/conch-py/bin/python tools/gen_moe_fixtures.py mixtral    # only the named variants
 
 Pinned versions used to write the committed fixtures: torch 2.15.0, transformers 5.24.0,
-safetensors 0.8.0, tokenizers 0.23.3, numpy 2.4.6, and llama.cpp's convert_hf_to_gguf.py from the
+safetensors 0.8.0, tokenizers 0.23.3, sentencepiece 0.2.3, numpy 2.4.6, and llama.cpp's convert_hf_to_gguf.py from the
 llama-cpp-python 0.3.36 sdist (bench/work/llama.cpp, with its own gguf-py).
 
 For every variant in VARIANTS it writes fixtures/moe/<name>/ (layout in fixtures/moe/README.md):
@@ -16,6 +16,8 @@ For every variant in VARIANTS it writes fixtures/moe/<name>/ (layout in fixtures
   logits.f32     little-endian f32 [tokens x vocab] from one full-sequence forward of the reloaded model
   router/L<i>_*  per MoE layer i: router logits, chosen expert ids, routing weights, MoE block input/output
   reference.json metadata: tokens, shapes, file names, routing description, GGUF note
+and fixtures/moe/router_cases.json (transformers' router modules on random logits, see router_cases()).
+A run reproduces the committed files byte for byte.
 
 Weights are random with O(1) activations; norm weights are randomized around their identity value,
 biases and router correction biases are non-zero, so a wrong layout or formula moves the logits far
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 import transformers
 
+# For gen_model_fixtures.tiny_sentencepiece (the SentencePiece vocabulary some converters require).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 ROOT = Path(__file__).resolve().parent.parent

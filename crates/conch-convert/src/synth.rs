@@ -97,7 +97,8 @@ pub fn presets() -> Vec<Preset> {
         p("qwen3-dense-1.3b", Qwen3, 2048, 24, 16, 8, 128, 6144, 0, 0, 32000, 4096),
         p("mixtral-1.1b-a0.4b", Mixtral, 1024, 24, 16, 4, 64, 1664, 8, 2, 32000, 4096),
         p("tiny", Qwen3Moe, 64, 2, 4, 2, 16, 32, 8, 2, 320, 512),
-        p("tiny", Qwen3, 64, 2, 4, 2, 16, 128, 0, 0, 320, 512),
+        // Wide enough (256) for K-quant blocks, so tests can quantize it.
+        p("tiny", Qwen3, 256, 2, 4, 2, 64, 512, 0, 0, 320, 512),
         p("tiny", Mixtral, 64, 2, 4, 2, 16, 64, 4, 2, 320, 512),
     ]
 }

@@ -44,7 +44,8 @@ impl SynthVocab {
         order.extend(b'a'..=b'z');
         order.extend(b'A'..=b'Z');
         order.extend(b'0'..=b'9');
-        order.extend((0u8..=255).filter(|b| !order.contains(b)));
+        let rest: Vec<u8> = (0u8..=255).filter(|b| !order.contains(b)).collect();
+        order.extend(rest);
         let n_merges = size.saturating_sub(MIN_VOCAB);
         let mut merges = Vec::with_capacity(n_merges);
         'outer: for &a in &order {

@@ -175,7 +175,7 @@ impl MoeConfig {
     }
 }
 
-/// Weights of a model counted from its configuration (biases left out).
+/// Weights of a model counted from its configuration (biases and q/k norm weights left out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParameterCounts {
     pub total: u64,
@@ -268,7 +268,15 @@ impl ModelConfig {
                 Arch::Gemma3 => "gelu_pytorch_tanh",
                 _ => "silu",
             });
-        let partial_rotary = hf.opt_f32("partial_rotary_factor")?.unwrap_or(1.0);
+        // transformers 5 may keep the factor inside a flat `rope_parameters`.
+        let partial_in_rope = match obj.get("rope_parameters").and_then(Value::as_object) {
+            Some(params) => HfKeys(params).opt_f32("partial_rotary_factor")?,
+            None => None,
+        };
+        let partial_rotary = match hf.opt_f32("partial_rotary_factor")? {
+            Some(f) => f,
+            None => partial_in_rope.unwrap_or(1.0),
+        };
         let rotary_dim = rotary_dim(head_dim, partial_rotary)?;
 
         // Per-layer-type rope parameters (transformers 5 for Gemma 3), a flat `rope_parameters`,
@@ -311,11 +319,16 @@ impl ModelConfig {
                 ((theta, scaling), local)
             }
         };
+        // ERNIE rotates interleaved pairs in Hugging Face checkpoints too.
+        let style = match arch {
+            Arch::Ernie45Moe => RopeStyle::Interleaved,
+            _ => RopeStyle::Neox,
+        };
         let rope_of = |(theta, scaling): (f32, RopeScaling)| RopeConfig {
             theta,
             scaling,
             rotary_dim,
-            style: RopeStyle::Neox,
+            style,
         };
 
         let layer_kinds = hf_layer_kinds(arch, &hf, num_layers)?;
@@ -427,13 +440,16 @@ impl ModelConfig {
         // llama.cpp rotates llama's pairs interleaved (its converter permutes Q/K to match);
         // Qwen 2/3 and Gemma 3 use the NeoX half split.
         let style = match arch {
-            Arch::Llama | Arch::Mixtral | Arch::GraniteMoe => RopeStyle::Interleaved,
+            Arch::Llama | Arch::Mixtral | Arch::GraniteMoe | Arch::Ernie45Moe => {
+                RopeStyle::Interleaved
+            }
             Arch::Qwen2
             | Arch::Qwen3
             | Arch::Gemma3
             | Arch::Qwen2Moe
             | Arch::Qwen3Moe
-            | Arch::Olmoe => RopeStyle::Neox,
+            | Arch::Olmoe
+            | Arch::MiniMaxM2 => RopeStyle::Neox,
         };
         let rope = RopeConfig {
             theta: meta.opt_f32("rope.freq_base")?.unwrap_or(10_000.0),
@@ -849,43 +865,80 @@ fn hf_layer_kinds(
 /// The MoE section of a `config.json` (hub and transformers-5 key names both accepted).
 fn hf_moe(arch: Arch, hf: &HfKeys, num_layers: usize) -> Result<Option<MoeConfig>, ModelError> {
     let (scoring, default_norm) = match arch {
-        Arch::Mixtral => (Scoring::Softmax, true),
+        Arch::Mixtral | Arch::MiniMaxM2 | Arch::Ernie45Moe => (Scoring::Softmax, true),
         Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Olmoe => (Scoring::Softmax, false),
         Arch::GraniteMoe => (Scoring::SoftmaxOfTopK, false),
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => return Ok(None),
     };
-    let n_expert = match hf.opt_usize("num_local_experts")? {
-        Some(n) => n,
-        None => hf.usize("num_experts")?,
+    let scoring = match hf.opt_str("scoring_func")? {
+        Some("sigmoid") => Scoring::Sigmoid,
+        Some("softmax") => Scoring::Softmax,
+        Some(other) => {
+            return Err(ModelError::Unsupported(format!(
+                "MoE scoring function {other:?}"
+            )))
+        }
+        // transformers 5 writes no scoring_func for MiniMax-M2, which always uses sigmoid.
+        None if arch == Arch::MiniMaxM2 => Scoring::Sigmoid,
+        None => scoring,
     };
-    let top_k = hf.usize("num_experts_per_tok")?;
-    let normalization = if hf.opt_bool("norm_topk_prob")?.unwrap_or(default_norm) {
-        Normalization::Sum
-    } else {
-        Normalization::None
+    let first_of = |keys: &[&str]| -> Result<usize, ModelError> {
+        for key in keys {
+            if let Some(v) = hf.opt_usize(key)? {
+                return Ok(v);
+            }
+        }
+        Err(config_err(format!("config.json has no \"{}\"", keys[0])))
     };
-    let qwen = matches!(arch, Arch::Qwen2Moe | Arch::Qwen3Moe);
-    let expert_intermediate_size = if qwen {
-        hf.usize("moe_intermediate_size")?
-    } else {
-        hf.usize("intermediate_size")?
+    let n_expert = first_of(&["num_local_experts", "num_experts", "moe_num_experts"])?;
+    let top_k = first_of(&["num_experts_per_tok", "moe_k"])?;
+    let normalization = match hf.opt_bool("norm_topk_prob")?.unwrap_or(default_norm) {
+        false => Normalization::None,
+        true if arch == Arch::Ernie45Moe => Normalization::SumClamped {
+            min: hf.opt_f32("moe_norm_min")?.unwrap_or(1e-12),
+        },
+        true => Normalization::Sum,
     };
-    // Qwen-MoE: layer i is MoE unless listed in mlp_only_layers, every decoder_sparse_step-th layer.
-    let sparse_layers = if qwen {
-        let step = hf.opt_usize("decoder_sparse_step")?.unwrap_or(1);
-        let dense_only: Vec<usize> = match hf.present("mlp_only_layers") {
-            Some(v) => serde_json::from_value(v.clone())
-                .map_err(|_| config_err(format!("\"mlp_only_layers\" is not a list of layer numbers: {v}")))?,
-            None => Vec::new(),
-        };
-        (0..num_layers)
-            .map(|i| step > 0 && (i + 1) % step == 0 && !dense_only.contains(&i))
-            .collect()
-    } else {
-        vec![true; num_layers]
+    let expert_intermediate_size = match arch {
+        Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Ernie45Moe => hf.usize("moe_intermediate_size")?,
+        _ => hf.usize("intermediate_size")?,
+    };
+    let sparse_layers = match arch {
+        // Qwen-MoE: every decoder_sparse_step-th layer unless listed in mlp_only_layers.
+        Arch::Qwen2Moe | Arch::Qwen3Moe => {
+            let step = hf.opt_usize("decoder_sparse_step")?.unwrap_or(1);
+            let dense_only: Vec<usize> = match hf.present("mlp_only_layers") {
+                Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+                    config_err(format!(
+                        "\"mlp_only_layers\" is not a list of layer numbers: {v}"
+                    ))
+                })?,
+                None => Vec::new(),
+            };
+            (0..num_layers)
+                .map(|i| step > 0 && (i + 1) % step == 0 && !dense_only.contains(&i))
+                .collect()
+        }
+        // ERNIE: every moe_layer_interval-th layer from moe_layer_start_index to
+        // moe_layer_end_index (-1: the last).
+        Arch::Ernie45Moe => {
+            let start = hf.opt_usize("moe_layer_start_index")?.unwrap_or(1);
+            let end = match hf.present("moe_layer_end_index").and_then(Value::as_i64) {
+                Some(e) if e >= 0 => e as usize,
+                _ => num_layers.saturating_sub(1),
+            };
+            let interval = hf.opt_usize("moe_layer_interval")?.unwrap_or(1);
+            (0..num_layers)
+                .map(|i| interval > 0 && (i + 1) % interval == 0 && i >= start && i <= end)
+                .collect()
+        }
+        _ => vec![true; num_layers],
     };
     let shared_intermediate_size = match arch {
         Arch::Qwen2Moe => hf.opt_usize("shared_expert_intermediate_size")?.unwrap_or(0),
+        Arch::Ernie45Moe => {
+            hf.opt_usize("moe_num_shared_experts")?.unwrap_or(0) * expert_intermediate_size
+        }
         _ => 0,
     };
     Ok(Some(MoeConfig {
@@ -924,24 +977,42 @@ fn gguf_moe(
             )))
         }
     };
-    let default_norm = matches!(arch, Arch::Mixtral | Arch::Qwen3Moe);
+    let default_norm = matches!(
+        arch,
+        Arch::Mixtral | Arch::Qwen3Moe | Arch::MiniMaxM2 | Arch::Ernie45Moe
+    );
     let normalization = match meta.opt_bool("expert_weights_norm")?.unwrap_or(default_norm) {
-        true if scoring != Scoring::SoftmaxOfTopK => Normalization::Sum,
-        _ => Normalization::None,
+        _ if scoring == Scoring::SoftmaxOfTopK => Normalization::None,
+        // GGUF has no moe_norm_min; transformers' default.
+        true if arch == Arch::Ernie45Moe => Normalization::SumClamped { min: 1e-12 },
+        true => Normalization::Sum,
+        false => Normalization::None,
     };
     let mut router = RouterConfig::new(n_expert, top_k, scoring, normalization);
     router.scaling = meta.opt_f32("expert_weights_scale")?.unwrap_or(1.0);
-    let shared_intermediate_size = match meta.opt_usize("expert_shared_feed_forward_length")? {
-        Some(n) => n,
-        None => meta.opt_usize("expert_shared_count")?.unwrap_or(0) * expert_intermediate_size,
+    // The shared count times the expert width where both are given: ERNIE's converter writes an
+    // expert_shared_feed_forward_length that does not match its tensors.
+    let shared_intermediate_size = match (
+        meta.opt_usize("expert_shared_count")?,
+        meta.opt_usize("expert_shared_feed_forward_length")?,
+    ) {
+        (Some(count), _) => count * expert_intermediate_size,
+        (None, Some(n)) => n,
+        (None, None) => 0,
     };
     let leading_dense = meta.opt_usize("leading_dense_block_count")?.unwrap_or(0);
+    let step = meta
+        .opt_usize("interleave_moe_layer_step")?
+        .unwrap_or(1)
+        .max(1);
     Ok(Some(MoeConfig {
         router,
         expert_intermediate_size,
         shared_intermediate_size,
         shared_expert_gate: arch == Arch::Qwen2Moe && shared_intermediate_size > 0,
-        sparse_layers: (0..num_layers).map(|i| i >= leading_dense).collect(),
+        sparse_layers: (0..num_layers)
+            .map(|i| i >= leading_dense && (i + 1) % step == 0)
+            .collect(),
     }))
 }
 

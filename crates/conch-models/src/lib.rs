@@ -13,7 +13,11 @@ pub mod moe;
 mod weights;
 
 pub use arch::Arch;
-pub use config::{Activation, AttentionKind, ModelConfig, RopeConfig};
+pub use blocks::moe_ffn::{ExpertCounts, RoutingObserver};
+pub use config::{
+    Activation, AttentionKind, ModelConfig, MoeConfig, ParameterCounts, RopeConfig,
+};
+pub use moe::Routing;
 pub use kv_cache::KvCache;
 
 use conch_formats::{FormatError, GgufFile, HfModelDir};
@@ -60,6 +64,20 @@ pub trait Model: Send + Sync {
         cache: &mut KvCache,
         all_logits: bool,
     ) -> Result<Vec<f32>, ModelError>;
+
+    /// [`Model::forward`], also reporting to `observer` which experts each mixture-of-experts layer
+    /// chose for each token, with their weights (e.g. an [`ExpertCounts`] for per-expert statistics).
+    /// Models without MoE layers report nothing.
+    fn forward_observed(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        all_logits: bool,
+        observer: &mut dyn RoutingObserver,
+    ) -> Result<Vec<f32>, ModelError> {
+        let _ = observer;
+        self.forward(tokens, cache, all_logits)
+    }
 }
 
 /// Builds the model a GGUF file describes.

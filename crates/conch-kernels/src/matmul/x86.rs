@@ -6,13 +6,13 @@
 //! right features enabled. Every entry computes one weight row against `T <= 4` activation rows,
 //! decoding each weight block once for all of them.
 //!
-//! Quantized 32-value blocks are decoded to 32 unsigned bytes `u` with
-//! `value = d·(u - 2^s) + m`, so `Σ value·x = dx·(d·(Σ u·q - 2^s·Σq) + m·Σq)`: one
-//! unsigned×signed byte dot (`vpmaddubsw`, or VNNI's `vpdpbusd`) per block and token, corrected
-//! exactly in integers with the activation block sum `Σq` computed at quantization. The AVX-512
-//! level handles two blocks per 512-bit instruction, and takes offset weights as signed
-//! magnitudes with the activations' signs flipped instead (fewer instructions per token). K-quants accumulate their sub-block scales
-//! in integers (`vpmaddwd` / `vpdpwssd`) and convert to f32 once per 256 values.
+//! Quantized 32-value blocks are dotted with the 8-bit activations by unsigned×signed byte
+//! dots (`vpmaddubsw`, or VNNI's `vpdpbusd`), one per block and token, then scaled in f32.
+//! Weights with an offset (`value = d·(u - 2^s)`) or signed weights enter as magnitudes `|w|`
+//! with the activations' signs flipped where `w < 0`; weights with a minimum
+//! (`value = d·u + m`) add `m·Σq` from the activation block sums. The AVX-512 level handles two
+//! blocks per 512-bit instruction. K-quants accumulate their sub-block scales in integers
+//! (`vpmaddwd` / `vpdpwssd`) and convert to f32 once per 256 values.
 
 use std::arch::x86_64::*;
 
@@ -24,7 +24,6 @@ use crate::quant::DType;
 
 /// The integer dot-product instructions of a level.
 trait IntDot {
-    const VNNI: bool;
     /// Per i32 lane, the sum of four adjacent `u8 × i8` products.
     unsafe fn dot(u: __m256i, q: __m256i) -> __m256i;
     /// `acc` plus, per i32 lane, `Σ (u·q)` over four bytes weighted by the i16 lanes of `scale`
@@ -37,11 +36,10 @@ struct Avx2;
 struct Vnni;
 
 impl IntDot for Avx2 {
-    const VNNI: bool = false;
     #[inline(always)]
     unsafe fn dot(u: __m256i, q: __m256i) -> __m256i {
-        // Pair sums of u8·i8 stay within i16 for the unsigned weights used here (below 64, or
-        // Q8_0's magnitudes below 128).
+        // Pair sums of u8·i8 stay within i16 for the weights used here: below 64, or
+        // magnitudes up to 128 (2·128·127 < 2^15).
         _mm256_madd_epi16(_mm256_maddubs_epi16(u, q), _mm256_set1_epi16(1))
     }
     #[inline(always)]
@@ -51,7 +49,6 @@ impl IntDot for Avx2 {
 }
 
 impl IntDot for Vnni {
-    const VNNI: bool = true;
     #[inline(always)]
     unsafe fn dot(u: __m256i, q: __m256i) -> __m256i {
         _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, q)
@@ -398,38 +395,36 @@ unsafe fn q32_block<I: IntDot, B: Block32, const T: usize>(
 ) {
     prefetch(row.add(b * B::BYTES), B::BYTES);
     let (w, d, m) = B::decode(row.add(b * B::BYTES));
-    let (u, shift) = if B::SIGNED && I::VNNI {
-        // w + 128 as unsigned bytes (vpdpbusd does not saturate), the offset removed below.
-        (_mm256_xor_si256(w, _mm256_set1_epi8(-128)), 7)
-    } else if B::SIGNED {
-        // |w| times sign(w)·q keeps vpmaddubsw's pair sums within i16.
-        (_mm256_sign_epi8(w, w), 0)
-    } else {
-        (w, B::OFFSET_SHIFT)
-    };
-    let (dv, mv) = (_mm256_set1_ps(d), _mm256_set1_ps(m));
-    for t in 0..T {
-        let a = &acts[t];
-        let mut q = load256(a.qs.add(b * 32) as *const u8);
-        if B::SIGNED && !I::VNNI {
-            q = _mm256_sign_epi8(q, w);
-        }
-        let mut sumi = I::dot(u, q);
-        // Σ(u - 2^s)·q = Σu·q - (Σq << s); Σq sits in lane 0, the other lanes are zero.
-        let block_sum = _mm256_zextsi128_si256(_mm_cvtsi32_si128(*a.sums.add(b)));
-        if shift != 0 {
-            sumi = _mm256_sub_epi32(sumi, _mm256_sll_epi32(block_sum, _mm_cvtsi32_si128(shift)));
-        }
-        let dx = _mm256_broadcast_ss(&*a.d.add(b));
-        if B::HAS_MIN {
+    let dv = _mm256_set1_ps(d);
+    if B::HAS_MIN {
+        // value = d·u + m: the minimum multiplies the activation block sum Σq.
+        let mv = _mm256_set1_ps(m);
+        for t in 0..T {
+            let a = &acts[t];
+            let sumi = I::dot(w, load256(a.qs.add(b * 32) as *const u8));
+            // Σq in lane 0, the other lanes zero, so the lanes still add up to the block's dot.
+            let block_sum = _mm256_zextsi128_si256(_mm_cvtsi32_si128(*a.sums.add(b)));
             let sumf = _mm256_fmadd_ps(
                 _mm256_cvtepi32_ps(block_sum),
                 mv,
                 _mm256_mul_ps(_mm256_cvtepi32_ps(sumi), dv),
             );
-            acc[t] = _mm256_fmadd_ps(sumf, dx, acc[t]);
+            acc[t] = _mm256_fmadd_ps(sumf, _mm256_broadcast_ss(&*a.d.add(b)), acc[t]);
+        }
+    } else {
+        // Signed weights as |w| times q with w's sign (the byte dots want unsigned × signed;
+        // |w| ≤ 128 keeps vpmaddubsw's pair sums within i16).
+        let signed = if B::SIGNED {
+            w
         } else {
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi), _mm256_mul_ps(dv, dx), acc[t]);
+            _mm256_sub_epi8(w, _mm256_set1_epi8(1 << B::OFFSET_SHIFT))
+        };
+        let magnitude = _mm256_sign_epi8(signed, signed);
+        for t in 0..T {
+            let a = &acts[t];
+            let q = _mm256_sign_epi8(load256(a.qs.add(b * 32) as *const u8), signed);
+            let scale = _mm256_mul_ps(dv, _mm256_broadcast_ss(&*a.d.add(b)));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(I::dot(magnitude, q)), scale, acc[t]);
         }
     }
 }

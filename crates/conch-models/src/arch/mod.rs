@@ -3,12 +3,19 @@
 //! Adding an architecture means a file here, a variant of [`Arch`] and its row in the tables of
 //! `impl Arch` (names and builder).
 
+mod ernie4_5_moe;
 mod gemma3;
+mod granitemoe;
 mod llama;
+mod minimax_m2;
+mod mixtral;
+mod olmoe;
 mod qwen2;
+mod qwen2_moe;
 mod qwen3;
+mod qwen3_moe;
 
-use crate::blocks::decoder::Source;
+use crate::blocks::decoder::{Decoder, DecoderSpec, Source};
 use crate::config::ModelConfig;
 use crate::{Model, ModelError};
 use conch_formats::{GgufFile, HfModelDir, TensorStore};
@@ -21,18 +28,53 @@ pub enum Arch {
     Qwen3,
     /// Gemma 3 text models.
     Gemma3,
+    Mixtral,
+    Qwen2Moe,
+    Qwen3Moe,
+    Olmoe,
+    GraniteMoe,
+    MiniMaxM2,
+    /// ERNIE-4.5 MoE text models.
+    Ernie45Moe,
 }
 
 impl Arch {
-    pub const ALL: [Arch; 4] = [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3];
+    /// Every architecture; `Llama` comes before `Mixtral`, which shares its GGUF name.
+    pub const ALL: [Arch; 11] = [
+        Arch::Llama,
+        Arch::Qwen2,
+        Arch::Qwen3,
+        Arch::Gemma3,
+        Arch::Mixtral,
+        Arch::Qwen2Moe,
+        Arch::Qwen3Moe,
+        Arch::Olmoe,
+        Arch::GraniteMoe,
+        Arch::MiniMaxM2,
+        Arch::Ernie45Moe,
+    ];
 
-    /// `general.architecture` in GGUF files.
+    /// `general.architecture` in GGUF files (llama.cpp writes Mixtral as `llama` with experts).
     pub fn gguf_name(self) -> &'static str {
         match self {
-            Arch::Llama => "llama",
+            Arch::Llama | Arch::Mixtral => "llama",
             Arch::Qwen2 => "qwen2",
             Arch::Qwen3 => "qwen3",
             Arch::Gemma3 => "gemma3",
+            Arch::Qwen2Moe => "qwen2moe",
+            Arch::Qwen3Moe => "qwen3moe",
+            Arch::Olmoe => "olmoe",
+            Arch::GraniteMoe => "granitemoe",
+            Arch::MiniMaxM2 => "minimax-m2",
+            Arch::Ernie45Moe => "ernie4_5-moe",
+        }
+    }
+
+    /// A short name that tells every architecture apart.
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Mixtral => "mixtral",
+            other => other.gguf_name(),
         }
     }
 
@@ -43,6 +85,13 @@ impl Arch {
             Arch::Qwen2 => &["qwen2"],
             Arch::Qwen3 => &["qwen3"],
             Arch::Gemma3 => &["gemma3_text"],
+            Arch::Mixtral => &["mixtral"],
+            Arch::Qwen2Moe => &["qwen2_moe"],
+            Arch::Qwen3Moe => &["qwen3_moe"],
+            Arch::Olmoe => &["olmoe"],
+            Arch::GraniteMoe => &["granitemoe"],
+            Arch::MiniMaxM2 => &["minimax_m2"],
+            Arch::Ernie45Moe => &["ernie4_5_moe"],
         }
     }
 
@@ -67,14 +116,31 @@ impl Arch {
             Arch::Qwen2 => qwen2::build(config, store, source),
             Arch::Qwen3 => qwen3::build(config, store, source),
             Arch::Gemma3 => gemma3::build(config, store, source),
+            Arch::Mixtral => decoder(config, store, source, &mixtral::SPEC),
+            Arch::Qwen2Moe => decoder(config, store, source, &qwen2_moe::SPEC),
+            Arch::Qwen3Moe => decoder(config, store, source, &qwen3_moe::SPEC),
+            Arch::Olmoe => decoder(config, store, source, &olmoe::SPEC),
+            Arch::GraniteMoe => decoder(config, store, source, &granitemoe::SPEC),
+            Arch::MiniMaxM2 => decoder(config, store, source, &minimax_m2::SPEC),
+            Arch::Ernie45Moe => decoder(config, store, source, &ernie4_5_moe::SPEC),
         }
     }
 }
 
 impl std::fmt::Display for Arch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.gguf_name())
+        f.write_str(self.name())
     }
+}
+
+/// The shared decoder with one architecture's spec.
+fn decoder(
+    config: ModelConfig,
+    store: &dyn TensorStore,
+    source: Source,
+    spec: &DecoderSpec,
+) -> Result<Box<dyn Model>, ModelError> {
+    Ok(Box::new(Decoder::load(config, store, source, spec)?))
 }
 
 /// Builds a model from an already parsed configuration and a tensor store.

@@ -1,6 +1,6 @@
 //! Qwen 2 / 2.5: Llama's layout with biases on the q/k/v projections (loaded when present).
 
-use crate::blocks::decoder::{DenseDecoder, Source};
+use crate::blocks::decoder::{Decoder, Source};
 use crate::config::ModelConfig;
 use crate::{Model, ModelError};
 use conch_formats::TensorStore;
@@ -10,7 +10,7 @@ pub(super) fn build(
     store: &dyn TensorStore,
     source: Source,
 ) -> Result<Box<dyn Model>, ModelError> {
-    Ok(Box::new(DenseDecoder::load(
+    Ok(Box::new(Decoder::load(
         config,
         store,
         source,

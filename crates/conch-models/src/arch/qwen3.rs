@@ -1,12 +1,12 @@
 //! Qwen 3 (dense): Llama's layout plus per-head RMS norms on queries and keys.
 
-use crate::blocks::decoder::{DenseDecoder, DenseSpec, Source};
+use crate::blocks::decoder::{Decoder, DecoderSpec, QkNorm, Source};
 use crate::config::ModelConfig;
 use crate::{Model, ModelError};
 use conch_formats::TensorStore;
 
-const SPEC: DenseSpec = DenseSpec {
-    qk_norm: true,
+const SPEC: DecoderSpec = DecoderSpec {
+    qk_norm: QkNorm::PerHead,
     ..super::llama::SPEC
 };
 
@@ -15,5 +15,5 @@ pub(super) fn build(
     store: &dyn TensorStore,
     source: Source,
 ) -> Result<Box<dyn Model>, ModelError> {
-    Ok(Box::new(DenseDecoder::load(config, store, source, &SPEC)?))
+    Ok(Box::new(Decoder::load(config, store, source, &SPEC)?))
 }

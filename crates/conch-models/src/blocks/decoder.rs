@@ -20,6 +20,8 @@ pub enum QkNorm {
     PerHead,
     /// One norm over the whole query (and key) projection, all heads together (OLMoE).
     WholeProjection,
+    /// Per head where the file has the norms (GLM-4.5's `use_qk_norm`).
+    PerHeadIfPresent,
 }
 
 /// What distinguishes one architecture from another, beyond its [`ModelConfig`].
@@ -36,6 +38,8 @@ pub struct DecoderSpec {
     pub hf_ffn_norm: &'static str,
     /// Hugging Face names of the MoE tensors, for architectures with MoE layers.
     pub hf_moe: Option<HfMoeNames>,
+    /// GGUF name of the norm before the feed-forward (`ffn_norm`; GLM-4.5's `post_attention_norm`).
+    pub gguf_ffn_norm: &'static str,
 }
 
 /// A layer's feed-forward.
@@ -119,6 +123,11 @@ impl Decoder {
         let qk_norm_dims = match spec.qk_norm {
             QkNorm::None => None,
             QkNorm::PerHead => Some((c.head_dim, c.head_dim)),
+            QkNorm::PerHeadIfPresent => {
+                let first = naming.layer(0, Part::QNorm);
+                w.optional(&format!("{first}.weight"))
+                    .map(|_| (c.head_dim, c.head_dim))
+            }
             QkNorm::WholeProjection => Some((q_dim, kv_dim)),
         };
         let moe_naming = match (source, spec.hf_moe) {
@@ -182,7 +191,10 @@ impl Decoder {
                     .sandwich_norms
                     .then(|| norm(&name(Part::PostAttnNorm), hidden))
                     .transpose()?,
-                ffn_norm: norm(&name(Part::FfnNorm), hidden)?,
+                ffn_norm: match source {
+                    Source::Gguf => norm(&format!("blk.{i}.{}", spec.gguf_ffn_norm), hidden)?,
+                    Source::Hf => norm(&name(Part::FfnNorm), hidden)?,
+                },
                 ffn,
                 post_ffn_norm: spec
                     .sandwich_norms
@@ -192,11 +204,13 @@ impl Decoder {
         }
         let final_norm = norm(naming.global(Global::OutputNorm), hidden)?;
         let output_name = format!("{}.weight", naming.global(Global::Output));
+        // A bias may come with a tied output too (ERNIE's `use_bias`).
+        let output_bias = w.optional_bias(naming.global(Global::Output), c.vocab_size)?;
         let output = match w.optional(&output_name) {
-            Some(t) if !c.tie_word_embeddings => Linear::new(t, None, c.vocab_size, hidden)?,
+            Some(t) if !c.tie_word_embeddings => Linear::new(t, output_bias, c.vocab_size, hidden)?,
             // Some tied checkpoints still carry a copy of the embedding as lm_head; either is right.
             Some(_) | None if c.tie_word_embeddings => {
-                Linear::new(embedding.table().clone(), None, c.vocab_size, hidden)?
+                Linear::new(embedding.table().clone(), output_bias, c.vocab_size, hidden)?
             }
             _ => return Err(ModelError::MissingTensor(output_name)),
         };

@@ -5,11 +5,12 @@ pub mod decoder;
 pub mod embedding;
 pub mod ffn;
 pub mod linear;
+pub mod moe_ffn;
 pub mod norm;
 pub mod rope;
 
 pub use attention::Attention;
-pub use decoder::{DecoderLayer, DenseDecoder};
+pub use decoder::{Decoder, DecoderLayer, DecoderSpec, FeedForward, QkNorm};
 pub use embedding::Embedding;
 pub use ffn::GatedFfn;
 pub use linear::Linear;

@@ -10,6 +10,7 @@ use crate::weights::{vector_f32, Weights};
 use crate::ModelError;
 use conch_formats::{Bytes, Tensor};
 use conch_kernels::{DType, QMatrix};
+use std::ops::Range;
 
 /// Receives the experts every MoE layer chose for every token of a forward pass
 /// (see [`crate::Model::forward_observed`]).
@@ -54,6 +55,8 @@ pub struct HfMoeNames {
     pub shared: &'static str,
     /// The shared expert's `[1, hidden]` sigmoid gate, when the configuration has one.
     pub shared_gate: &'static str,
+    /// The router's score correction bias, for architectures that have one (required then).
+    pub correction_bias: Option<&'static str>,
 }
 
 /// How a Hugging Face checkpoint stores the routed experts.
@@ -73,12 +76,14 @@ pub enum HfExperts {
     },
 }
 
-/// A `[rows, cols]` matrix's bytes (a whole tensor or one expert's slice of a stacked one).
+/// A `[rows, cols]` matrix: a whole tensor, or one expert's `range` of a stacked tensor's bytes.
 struct Matrix {
     dtype: DType,
     rows: usize,
     cols: usize,
     data: Bytes,
+    range: Range<usize>,
+    bias: Option<Vec<f32>>,
 }
 
 impl Matrix {
@@ -87,12 +92,15 @@ impl Matrix {
             dtype: self.dtype,
             rows: self.rows,
             cols: self.cols,
-            data: &self.data,
+            data: &self.data[self.range.clone()],
         }
     }
 
     fn projection(&self) -> Projection<'_> {
-        Projection::new(self.view())
+        Projection {
+            weight: self.view(),
+            bias: self.bias.as_deref(),
+        }
     }
 
     /// A 2-D `[rows, cols]` tensor (a 1-D one of `cols` values when `rows` is 1).
@@ -118,7 +126,9 @@ impl Matrix {
             dtype: t.dtype,
             rows,
             cols,
+            range: 0..t.data.len(),
             data: t.data,
+            bias: None,
         })
     }
 
@@ -132,7 +142,9 @@ impl Matrix {
                         dtype: t.dtype,
                         rows,
                         cols,
-                        data: t.data.slice(e * size..(e + 1) * size),
+                        data: t.data.clone(),
+                        range: e * size..(e + 1) * size,
+                        bias: None,
                     })
                     .collect())
             }
@@ -230,8 +242,11 @@ impl MoeFfn {
             moe.n_expert(),
         );
         let shared_inter = moe.shared_intermediate_size;
+        // With its `.bias` when the file has one (ERNIE's shared expert).
         let matrix = |name: String, rows: usize, cols: usize| {
-            Matrix::whole(w.required(&format!("{name}.weight"))?, rows, cols)
+            let mut m = Matrix::whole(w.required(&format!("{name}.weight"))?, rows, cols)?;
+            m.bias = w.optional_bias(&name, rows)?;
+            Ok::<_, ModelError>(m)
         };
         let separate = |gate: String, up: String, down: String, inner: usize| {
             Ok::<_, ModelError>(Expert {
@@ -284,7 +299,7 @@ impl MoeFfn {
                     experts,
                     shared,
                     shared_gate,
-                    format!("{p}.exp_probs_b.bias"),
+                    Some(format!("{p}.exp_probs_b.bias")),
                 )
             }
             MoeNaming::Hf(names) => {
@@ -340,14 +355,24 @@ impl MoeFfn {
                     experts,
                     shared,
                     shared_gate,
-                    format!("{p}.gate.e_score_correction_bias"),
+                    names.correction_bias.map(|c| format!("{p}.{c}")),
                 )
             }
         };
-        let correction_bias = w
-            .optional(&correction_name)
-            .map(|t| vector_f32(&t, n_expert))
-            .transpose()?;
+        // Required where the architecture names one for Hugging Face checkpoints; optional in
+        // GGUF files, as in llama.cpp. Stored `[n_expert]` or `[1, n_expert]` (ERNIE).
+        let correction_bias = match (correction_name, naming) {
+            (Some(name), MoeNaming::Hf(_)) => Some(w.required(&name)?),
+            (Some(name), MoeNaming::Gguf) => w.optional(&name),
+            (None, _) => None,
+        }
+        .map(|mut t| {
+            if t.numel() == n_expert {
+                t.shape = vec![n_expert];
+            }
+            vector_f32(&t, n_expert)
+        })
+        .transpose()?;
         Ok(MoeFfn {
             router_config: moe.router.clone(),
             router,

@@ -228,6 +228,7 @@ pub struct ExpertScratch {
 
 /// Adds `Σ weight · expert(x)` over each token's chosen experts to `out` (`n × hidden`), for the
 /// `n` tokens of `x` (`n × hidden`) routed by `routing`.
+#[allow(clippy::too_many_arguments)]
 pub fn run_experts<E: ExpertSet + ?Sized>(
     x: &[f32],
     n: usize,
@@ -304,6 +305,7 @@ pub fn run_experts<E: ExpertSet + ?Sized>(
 
 /// Adds a shared expert's output to `out`, scaled per token by `sigmoid(gate · x)` when it has a
 /// gate (Qwen2-MoE's `shared_expert_gate`, a `[1, hidden]` matrix).
+#[allow(clippy::too_many_arguments)]
 pub fn run_shared_expert(
     x: &[f32],
     n: usize,

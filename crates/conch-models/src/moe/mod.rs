@@ -36,6 +36,7 @@ pub struct MoeLayer<'a, E: ExpertSet + ?Sized> {
     pub correction_bias: Option<&'a [f32]>,
     pub experts: &'a E,
     pub shared: &'a [SharedExpert<'a>],
+    /// The nonlinearity of the routed and the shared experts.
     pub activation: ExpertActivation,
 }
 

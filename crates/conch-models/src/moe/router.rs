@@ -159,11 +159,7 @@ pub struct Routing {
 
 impl Routing {
     pub fn n_tokens(&self) -> usize {
-        if self.top_k == 0 {
-            0
-        } else {
-            self.ids.len() / self.top_k
-        }
+        self.ids.len().checked_div(self.top_k).unwrap_or(0)
     }
 
     /// Token `t`'s chosen expert ids (in choice order: best first).
@@ -351,7 +347,8 @@ fn sparse_mixer(logits: &[f32], jitter_eps: f32, ids: &mut [u32], weights: &mut 
         // the softmax; the others are masked out.
         let in_softmax = |i: usize| -> bool {
             let factor = logits[i].abs().max(threshold);
-            Some(i) != excluded && !((threshold - logits[i]) / factor > 2.0 * jitter_eps)
+            let masked = (threshold - logits[i]) / factor > 2.0 * jitter_eps;
+            Some(i) != excluded && !masked
         };
         let denominator: f32 = (0..logits.len())
             .filter(|&i| in_softmax(i))

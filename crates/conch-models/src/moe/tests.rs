@@ -168,6 +168,7 @@ struct OwnedExperts {
     down: Vec<Vec<u8>>,
     down_bias: Vec<Vec<f32>>,
     touched: RefCell<Vec<usize>>,
+    activation: ExpertActivation,
 }
 
 impl OwnedExperts {
@@ -191,6 +192,7 @@ impl OwnedExperts {
                 .collect(),
             down_bias: (0..n_expert).map(|_| rng.vec(hidden)).collect(),
             touched: RefCell::new(Vec::new()),
+            activation: ExpertActivation::Swiglu,
         }
     }
 
@@ -200,7 +202,7 @@ impl OwnedExperts {
     }
 
     /// Expert `e` computed densely for one token, straight from the definition.
-    fn naive(&self, e: usize, x: &[f32], activation: ExpertActivation) -> Vec<f32> {
+    fn naive(&self, e: usize, x: &[f32]) -> Vec<f32> {
         let w: Vec<f32> = self.gate_up[e]
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
@@ -219,7 +221,7 @@ impl OwnedExperts {
                     "separate" | "concatenated" => (row(i), row(self.inter + i)),
                     _ => (row(2 * i), row(2 * i + 1)),
                 };
-                match activation {
+                match self.activation {
                     ExpertActivation::Swiglu => g / (1.0 + (-g).exp()) * u,
                     ExpertActivation::ClampedSwiglu { alpha, limit } => {
                         let g = g.min(limit);
@@ -323,7 +325,8 @@ fn grouped_experts_match_naive_dense_computation_and_skip_unchosen() {
         ),
     ] {
         let mut rng = Lcg(17);
-        let experts = OwnedExperts::random(n_expert, hidden, inter, layout, &mut rng);
+        let mut experts = OwnedExperts::random(n_expert, hidden, inter, layout, &mut rng);
+        experts.activation = activation;
         let x: Vec<f32> = rng.vec(n * hidden).iter().map(|v| v * 3.0).collect();
         // Experts 2 and 5 are never chosen.
         let ids = vec![0, 3, 3, 1, 6, 0, 4, 6, 1, 3];
@@ -341,7 +344,7 @@ fn grouped_experts_match_naive_dense_computation_and_skip_unchosen() {
             hidden,
             &routing,
             &experts,
-            activation,
+            experts.activation,
             &mut scratch,
             &mut out,
         )
@@ -349,11 +352,7 @@ fn grouped_experts_match_naive_dense_computation_and_skip_unchosen() {
         for t in 0..n {
             let mut want = vec![0.5f32; hidden];
             for k in 0..2 {
-                let y = experts.naive(
-                    ids[t * 2 + k] as usize,
-                    &x[t * hidden..(t + 1) * hidden],
-                    activation,
-                );
+                let y = experts.naive(ids[t * 2 + k] as usize, &x[t * hidden..(t + 1) * hidden]);
                 want.iter_mut()
                     .zip(&y)
                     .for_each(|(w, v)| *w += weights[t * 2 + k] * v);
@@ -411,7 +410,7 @@ fn shared_expert_gate_scales_by_sigmoid() {
         let xt = &x[t * hidden..(t + 1) * hidden];
         let g: f32 = gate_w.iter().zip(xt).map(|(a, b)| a * b).sum();
         let s = 1.0 / (1.0 + (-g).exp());
-        let y = experts.naive(0, xt, ExpertActivation::Swiglu);
+        let y = experts.naive(0, xt);
         for (o, v) in y.iter().enumerate() {
             assert!((out[t * hidden + o] - s * v).abs() < 1e-5);
         }
@@ -483,7 +482,6 @@ struct HfMoeLayer {
     shared: Vec<(OwnedExperts, Option<Vec<u8>>)>,
     router: Vec<u8>,
     router_bias: Option<Vec<f32>>,
-    activation: ExpertActivation,
 }
 
 fn hf_f32(store: &SafetensorsModel, name: &str) -> (Vec<f32>, Vec<usize>) {
@@ -525,6 +523,7 @@ fn empty_experts(hidden: usize, inter: usize, layout: &'static str) -> OwnedExpe
         down: vec![],
         down_bias: vec![],
         touched: RefCell::new(vec![]),
+        activation: ExpertActivation::Swiglu,
     }
 }
 
@@ -584,7 +583,6 @@ fn hf_moe_layer(
     hidden: usize,
 ) -> HfMoeLayer {
     let l = format!("model.layers.{layer}.");
-    let swiglu = ExpertActivation::Swiglu;
     let w123 = ["w1", "w3", "w2"];
     let projs = ["gate_proj", "up_proj", "down_proj"];
     let simple = |block: &str, names: [&str; 3], router: &str| HfMoeLayer {
@@ -598,7 +596,6 @@ fn hf_moe_layer(
         shared: vec![],
         router: hf_bytes(store, &format!("{l}{block}.{router}.weight")),
         router_bias: None,
-        activation: swiglu,
     };
     match arch {
         "MixtralForCausalLM"
@@ -648,6 +645,7 @@ fn hf_moe_layer(
             let (down_bias, _) = hf_f32(store, &format!("{l}mlp.experts.down_proj_bias"));
             let inter = gu_shape[2] / 2;
             let mut ex = empty_experts(hidden, inter, "interleaved");
+            ex.activation = ExpertActivation::GPT_OSS;
             for e in 0..n_expert {
                 // Stored [in, out]; QMatrix wants [out, in].
                 let gu = &gate_up[e * hidden * 2 * inter..(e + 1) * hidden * 2 * inter];
@@ -665,7 +663,6 @@ fn hf_moe_layer(
                 shared: vec![],
                 router: hf_bytes(store, &format!("{l}mlp.router.weight")),
                 router_bias: Some(hf_f32(store, &format!("{l}mlp.router.bias")).0),
-                activation: ExpertActivation::GPT_OSS,
             }
         }
         "GraniteMoeForCausalLM" => {
@@ -689,7 +686,6 @@ fn hf_moe_layer(
                 shared: vec![],
                 router: hf_bytes(store, &format!("{l}block_sparse_moe.router.layer.weight")),
                 router_bias: None,
-                activation: swiglu,
             }
         }
         other => panic!("no MoE tensor layout for {other}"),
@@ -739,7 +735,7 @@ fn moe_block_matches_transformers_outputs() {
                 correction_bias: bias.as_deref(),
                 experts: &hf.experts,
                 shared: &shared,
-                activation: hf.activation,
+                activation: hf.experts.activation,
             };
             let x = read_f32(&name, &entry["moe_in"]);
             let want = read_f32(&name, &entry["moe_out"]);
@@ -841,9 +837,14 @@ impl ExpertSet for Stacked {
 
     fn expert(&self, id: usize) -> ExpertWeights<'_> {
         let (e, h, i) = (self.n_expert, self.hidden, self.inter);
-        let m = |data, rows, cols| Projection::new(stacked_matrix(self.dtype, e, rows, cols, data, id).unwrap());
+        let m = |data, rows, cols| {
+            Projection::new(stacked_matrix(self.dtype, e, rows, cols, data, id).unwrap())
+        };
         ExpertWeights {
-            gate_up: GateUp::Separate { gate: m(&self.gate, i, h), up: m(&self.up, i, h) },
+            gate_up: GateUp::Separate {
+                gate: m(&self.gate, i, h),
+                up: m(&self.up, i, h),
+            },
             down: m(&self.down, h, i),
         }
     }
@@ -861,36 +862,74 @@ fn stacked_quantized_experts_match_their_dequantized_values() {
         bytes
     };
     let dequantized = |bytes: &[u8]| {
-        let mut values = vec![0f32; bytes.len() / DType::Q8_0.type_size() * DType::Q8_0.block_size()];
+        let mut values =
+            vec![0f32; bytes.len() / DType::Q8_0.type_size() * DType::Q8_0.block_size()];
         dequantize(DType::Q8_0, bytes, &mut values).unwrap();
-        f32_bytes(&values)
+        values
     };
     let (gate, up, down) = (
         quantized(n_expert * inter * hidden, &mut rng),
         quantized(n_expert * inter * hidden, &mut rng),
         quantized(n_expert * hidden * inter, &mut rng),
     );
-    let f32s = Stacked {
-        dtype: DType::F32,
+    let (gate_f, up_f, down_f) = (dequantized(&gate), dequantized(&up), dequantized(&down));
+    let q8 = Stacked {
+        dtype: DType::Q8_0,
         n_expert,
         hidden,
         inter,
-        gate: dequantized(&gate),
-        up: dequantized(&up),
-        down: dequantized(&down),
+        gate,
+        up,
+        down,
     };
-    let q8 = Stacked { dtype: DType::Q8_0, n_expert, hidden, inter, gate, up, down };
     let x = rng.vec(n * hidden);
-    let routing = Routing { top_k: 2, ids: vec![3, 1, 0, 3, 2, 1, 3, 0, 1, 2, 0, 3], weights: rng.vec(2 * n) };
-    let run = |experts: &Stacked| {
-        let mut out = vec![0f32; n * hidden];
-        run_experts(&x, n, hidden, &routing, experts, ExpertActivation::Swiglu, &mut ExpertScratch::default(), &mut out)
-            .unwrap();
-        out
+    let routing = Routing {
+        top_k: 2,
+        ids: vec![3, 1, 0, 3, 2, 1, 3, 0, 1, 2, 0, 3],
+        weights: rng.vec(2 * n),
     };
-    let (want, got) = (run(&f32s), run(&q8));
+    let mut got = vec![0f32; n * hidden];
+    run_experts(
+        &x,
+        n,
+        hidden,
+        &routing,
+        &q8,
+        ExpertActivation::Swiglu,
+        &mut ExpertScratch::default(),
+        &mut got,
+    )
+    .unwrap();
+    // Reference: expert e's matrices are the e-th [rows × cols] blocks of the dequantized stacks.
+    let dot = |w: &[f32], v: &[f32]| w.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
+    let mut want = vec![0f32; n * hidden];
+    for t in 0..n {
+        let xt = &x[t * hidden..(t + 1) * hidden];
+        for k in 0..2 {
+            let (e, w) = (routing.ids[t * 2 + k] as usize, routing.weights[t * 2 + k]);
+            let h: Vec<f32> = (0..inter)
+                .map(|i| {
+                    let row = (e * inter + i) * hidden..(e * inter + i + 1) * hidden;
+                    let g = dot(&gate_f[row.clone()], xt);
+                    g / (1.0 + (-g).exp()) * dot(&up_f[row], xt)
+                })
+                .collect();
+            for o in 0..hidden {
+                want[t * hidden + o] += w * dot(
+                    &down_f[(e * hidden + o) * inter..(e * hidden + o + 1) * inter],
+                    &h,
+                );
+            }
+        }
+    }
     let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let max_err = got.iter().zip(&want).fold(0f32, |m, (g, w)| m.max((g - w).abs()));
+    let max_err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |m, (g, w)| m.max((g - w).abs()));
     // Q8_0 products quantize the activations too (about 1e-2 relative); a wrong expert slice is O(1).
-    assert!(max_err < 2e-2 * scale, "max error {max_err} for outputs up to {scale}");
+    assert!(
+        max_err < 2e-2 * scale,
+        "max error {max_err} for outputs up to {scale}"
+    );
 }
