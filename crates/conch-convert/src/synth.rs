@@ -192,7 +192,7 @@ impl Preset {
             is_expert: false,
         };
         let llama_names = self.arch == SynthArch::Mixtral;
-        let mut v = vec![t("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![self.vocab, h], Init::Normal(0.02))];
+        let mut v = vec![t("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![self.vocab, h], Init::Normal(EMBEDDING_STD))];
         for i in 0..l {
             let g = |n: &str| format!("blk.{i}.{n}.weight");
             let f = |n: &str| format!("model.layers.{i}.{n}.weight");

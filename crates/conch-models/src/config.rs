@@ -5,7 +5,7 @@
 //! or absurd values with a message naming the field.
 
 use crate::arch::Arch;
-use crate::moe::{GroupScore, Normalization, RouterConfig, Scoring};
+use crate::moe::{GroupLimit, GroupScore, Normalization, RouterConfig, Scoring};
 use crate::ModelError;
 use conch_formats::MetaValue;
 use conch_kernels::ops::{RopeScaling, RopeStyle};
@@ -100,6 +100,21 @@ pub struct ModelConfig {
     pub logit_divisor: Option<f32>,
     /// The mixture-of-experts feed-forward; `None` for dense models.
     pub moe: Option<MoeConfig>,
+    /// Multi-head latent attention instead of grouped-query attention (DeepSeek).
+    pub mla: Option<MlaConfig>,
+}
+
+/// Multi-head latent attention (DeepSeek-V2/V3): queries optionally through a low-rank bottleneck,
+/// keys and values rebuilt per head from one shared latent vector per position, plus one rotary key
+/// shared by all heads. [`ModelConfig::head_dim`] is `qk_nope_head_dim + qk_rope_head_dim`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MlaConfig {
+    /// Rank of the query bottleneck; `None` for a direct query projection (DeepSeek-V2-Lite).
+    pub q_lora_rank: Option<usize>,
+    pub kv_lora_rank: usize,
+    pub qk_nope_head_dim: usize,
+    pub qk_rope_head_dim: usize,
+    pub v_head_dim: usize,
 }
 
 /// The mixture-of-experts feed-forward of an architecture that has one.
@@ -234,6 +249,15 @@ impl ModelConfig {
         self.num_kv_heads * self.head_dim
     }
 
+    /// Floats the KV cache keeps per position and layer: the K (and again the V) row, or for
+    /// latent attention the latent vector and the shared rotary key.
+    pub fn cache_row_width(&self) -> usize {
+        match &self.mla {
+            Some(m) => m.kv_lora_rank + m.qk_rope_head_dim,
+            None => self.kv_dim(),
+        }
+    }
+
     /// Reads a Hugging Face `config.json` (old `rope_theta`/`rope_scaling` keys and transformers 5's
     /// `rope_parameters` both accepted).
     pub fn from_hf_json(json: &Value) -> Result<ModelConfig, ModelError> {
@@ -255,10 +279,24 @@ impl ModelConfig {
         let hf = HfKeys(obj);
         let hidden_size = hf.usize("hidden_size")?;
         let num_heads = hf.usize("num_attention_heads")?;
-        let num_kv_heads = hf.opt_usize("num_key_value_heads")?.unwrap_or(num_heads);
-        let head_dim = match hf.opt_usize("head_dim")? {
-            Some(d) => d,
-            None => derived_head_dim(hidden_size, num_heads)?,
+        let mla = match arch {
+            Arch::Deepseek2 => Some(MlaConfig {
+                q_lora_rank: hf.opt_usize("q_lora_rank")?,
+                kv_lora_rank: hf.usize("kv_lora_rank")?,
+                qk_nope_head_dim: hf.usize("qk_nope_head_dim")?,
+                qk_rope_head_dim: hf.usize("qk_rope_head_dim")?,
+                v_head_dim: hf.usize("v_head_dim")?,
+            }),
+            _ => None,
+        };
+        let num_kv_heads = match &mla {
+            Some(_) => num_heads,
+            None => hf.opt_usize("num_key_value_heads")?.unwrap_or(num_heads),
+        };
+        let head_dim = match (&mla, hf.opt_usize("head_dim")?) {
+            (Some(m), _) => m.qk_nope_head_dim + m.qk_rope_head_dim,
+            (None, Some(d)) => d,
+            (None, None) => derived_head_dim(hidden_size, num_heads)?,
         };
         let num_layers = hf.usize("num_hidden_layers")?;
         let activation_name = hf
@@ -277,7 +315,10 @@ impl ModelConfig {
             Some(f) => f,
             None => partial_in_rope.unwrap_or(1.0),
         };
-        let rotary_dim = rotary_dim(head_dim, partial_rotary)?;
+        let rotary_dim = match &mla {
+            Some(m) => m.qk_rope_head_dim,
+            None => rotary_dim(head_dim, partial_rotary)?,
+        };
 
         // Per-layer-type rope parameters (transformers 5 for Gemma 3), a flat `rope_parameters`,
         // or the old `rope_theta` + `rope_scaling` (+ Gemma's `rope_local_base_freq`).
@@ -322,6 +363,10 @@ impl ModelConfig {
         // ERNIE rotates interleaved pairs in Hugging Face checkpoints too.
         let style = match arch {
             Arch::Ernie45Moe => RopeStyle::Interleaved,
+            // DeepSeek-V2 rotates complex pairs; V3 too unless `rope_interleave` is false.
+            Arch::Deepseek2 if hf.opt_bool("rope_interleave")?.unwrap_or(true) => {
+                RopeStyle::Interleaved
+            }
             _ => RopeStyle::Neox,
         };
         let rope_of = |(theta, scaling): (f32, RopeScaling)| RopeConfig {
@@ -346,6 +391,21 @@ impl ModelConfig {
                 .opt_f32("attention_multiplier")?
                 .unwrap_or((head_dim as f32).powf(-0.5)),
             _ => (head_dim as f32).powf(-0.5),
+        };
+        // DeepSeek's YaRN also sharpens the softmax by mscale(mscale_all_dim)².
+        let attention_scale = match (&mla, &global.1) {
+            (
+                Some(_),
+                RopeScaling::Yarn {
+                    factor,
+                    mscale_all_dim: Some(m),
+                    ..
+                },
+            ) if *m != 0.0 => {
+                let mscale = 0.1 * m * factor.ln() + 1.0;
+                attention_scale * mscale * mscale
+            }
+            _ => attention_scale,
         };
         let granite = |key: &str| -> Result<Option<f32>, ModelError> {
             match arch {
@@ -384,7 +444,8 @@ impl ModelConfig {
             embedding_multiplier: granite("embedding_multiplier")?,
             residual_multiplier: granite("residual_multiplier")?,
             logit_divisor: granite("logits_scaling")?,
-            moe: hf_moe(arch, &hf, num_layers)?,
+            moe: hf_moe(arch, model_type, &hf, num_layers)?,
+            mla,
         };
         config.validate()?;
         Ok(config)
@@ -416,14 +477,47 @@ impl ModelConfig {
         };
         let hidden_size = meta.usize("embedding_length")?;
         let num_heads = meta.usize("attention.head_count")?;
-        let num_kv_heads = meta
-            .opt_usize("attention.head_count_kv")?
-            .unwrap_or(num_heads);
-        let head_dim = match meta.opt_usize("attention.key_length")? {
-            Some(d) => d,
-            None => derived_head_dim(hidden_size, num_heads)?,
+        // llama.cpp's DeepSeek files describe the absorbed (latent) attention in key_length /
+        // value_length and the per-head sizes in the `_mla` keys.
+        let mla = match arch {
+            Arch::Deepseek2 => {
+                let kv_lora_rank = meta.usize("attention.kv_lora_rank")?;
+                let rope = meta.usize("rope.dimension_count")?;
+                let key = match meta.opt_usize("attention.key_length_mla")? {
+                    Some(k) => k,
+                    None => meta.usize("attention.key_length")?,
+                };
+                let v_head_dim = match meta.opt_usize("attention.value_length_mla")? {
+                    Some(v) => v,
+                    None => meta.usize("attention.value_length")?,
+                };
+                if key <= rope {
+                    return Err(config_err(format!(
+                        "MLA key length {key} does not exceed the rotary dimension {rope}"
+                    )));
+                }
+                Some(MlaConfig {
+                    q_lora_rank: meta.opt_usize("attention.q_lora_rank")?.filter(|r| *r > 0),
+                    kv_lora_rank,
+                    qk_nope_head_dim: key - rope,
+                    qk_rope_head_dim: rope,
+                    v_head_dim,
+                })
+            }
+            _ => None,
         };
-        if let Some(v) = meta.opt_usize("attention.value_length")? {
+        let num_kv_heads = match &mla {
+            Some(_) => num_heads,
+            None => meta
+                .opt_usize("attention.head_count_kv")?
+                .unwrap_or(num_heads),
+        };
+        let head_dim = match (&mla, meta.opt_usize("attention.key_length")?) {
+            (Some(m), _) => m.qk_nope_head_dim + m.qk_rope_head_dim,
+            (None, Some(d)) => d,
+            (None, None) => derived_head_dim(hidden_size, num_heads)?,
+        };
+        if let (None, Some(v)) = (&mla, meta.opt_usize("attention.value_length")?) {
             if v != head_dim {
                 return Err(config_err(format!(
                     "attention.value_length {v} differs from key_length {head_dim}"
@@ -440,16 +534,19 @@ impl ModelConfig {
         // llama.cpp rotates llama's pairs interleaved (its converter permutes Q/K to match);
         // Qwen 2/3 and Gemma 3 use the NeoX half split.
         let style = match arch {
-            Arch::Llama | Arch::Mixtral | Arch::GraniteMoe | Arch::Ernie45Moe => {
-                RopeStyle::Interleaved
-            }
+            Arch::Llama
+            | Arch::Mixtral
+            | Arch::GraniteMoe
+            | Arch::Ernie45Moe
+            | Arch::Deepseek2 => RopeStyle::Interleaved,
             Arch::Qwen2
             | Arch::Qwen3
             | Arch::Gemma3
             | Arch::Qwen2Moe
             | Arch::Qwen3Moe
             | Arch::Olmoe
-            | Arch::MiniMaxM2 => RopeStyle::Neox,
+            | Arch::MiniMaxM2
+            | Arch::Glm4Moe => RopeStyle::Neox,
         };
         let rope = RopeConfig {
             theta: meta.opt_f32("rope.freq_base")?.unwrap_or(10_000.0),
@@ -528,6 +625,7 @@ impl ModelConfig {
             residual_multiplier: granite("residual_scale")?,
             logit_divisor: granite("logit_scale")?,
             moe,
+            mla,
         };
         config.validate()?;
         Ok(config)
@@ -605,6 +703,25 @@ impl ModelConfig {
                 "attention scale {} is not a positive number",
                 self.attention_scale
             )));
+        }
+        if let Some(m) = &self.mla {
+            for (name, value) in [
+                ("kv_lora_rank", m.kv_lora_rank),
+                ("qk_rope_head_dim", m.qk_rope_head_dim),
+                ("v_head_dim", m.v_head_dim),
+                ("q_lora_rank", m.q_lora_rank.unwrap_or(1)),
+            ] {
+                if value == 0 || value > MAX_DIM {
+                    return Err(config_err(format!("MLA {name} {value} is out of range")));
+                }
+            }
+            if m.qk_nope_head_dim + m.qk_rope_head_dim != self.head_dim
+                || self.num_kv_heads != self.num_heads
+            {
+                return Err(config_err(
+                    "MLA head sizes disagree with head_dim / num_kv_heads",
+                ));
+            }
         }
         if let Some(m) = &self.moe {
             m.router.validate()?;
@@ -863,9 +980,18 @@ fn hf_layer_kinds(
 }
 
 /// The MoE section of a `config.json` (hub and transformers-5 key names both accepted).
-fn hf_moe(arch: Arch, hf: &HfKeys, num_layers: usize) -> Result<Option<MoeConfig>, ModelError> {
+fn hf_moe(
+    arch: Arch,
+    model_type: &str,
+    hf: &HfKeys,
+    num_layers: usize,
+) -> Result<Option<MoeConfig>, ModelError> {
     let (scoring, default_norm) = match arch {
         Arch::Mixtral | Arch::MiniMaxM2 | Arch::Ernie45Moe => (Scoring::Softmax, true),
+        // transformers 5 writes no scoring_func for GLM-4.5 and DeepSeek-V3, which use sigmoid.
+        Arch::Glm4Moe => (Scoring::Sigmoid, false),
+        Arch::Deepseek2 if model_type == "deepseek_v3" => (Scoring::Sigmoid, false),
+        Arch::Deepseek2 => (Scoring::Softmax, false),
         Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Olmoe => (Scoring::Softmax, false),
         Arch::GraniteMoe => (Scoring::SoftmaxOfTopK, false),
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => return Ok(None),
@@ -890,7 +1016,12 @@ fn hf_moe(arch: Arch, hf: &HfKeys, num_layers: usize) -> Result<Option<MoeConfig
         }
         Err(config_err(format!("config.json has no \"{}\"", keys[0])))
     };
-    let n_expert = first_of(&["num_local_experts", "num_experts", "moe_num_experts"])?;
+    let n_expert = first_of(&[
+        "num_local_experts",
+        "num_experts",
+        "moe_num_experts",
+        "n_routed_experts",
+    ])?;
     let top_k = first_of(&["num_experts_per_tok", "moe_k"])?;
     let normalization = match hf.opt_bool("norm_topk_prob")?.unwrap_or(default_norm) {
         false => Normalization::None,
@@ -900,7 +1031,9 @@ fn hf_moe(arch: Arch, hf: &HfKeys, num_layers: usize) -> Result<Option<MoeConfig
         true => Normalization::Sum,
     };
     let expert_intermediate_size = match arch {
-        Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Ernie45Moe => hf.usize("moe_intermediate_size")?,
+        Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Ernie45Moe | Arch::Glm4Moe | Arch::Deepseek2 => {
+            hf.usize("moe_intermediate_size")?
+        }
         _ => hf.usize("intermediate_size")?,
     };
     let sparse_layers = match arch {
@@ -932,6 +1065,14 @@ fn hf_moe(arch: Arch, hf: &HfKeys, num_layers: usize) -> Result<Option<MoeConfig
                 .map(|i| interval > 0 && (i + 1) % interval == 0 && i >= start && i <= end)
                 .collect()
         }
+        // DeepSeek / GLM: dense before first_k_dense_replace, then every moe_layer_freq-th layer.
+        Arch::Glm4Moe | Arch::Deepseek2 => {
+            let first = hf.opt_usize("first_k_dense_replace")?.unwrap_or(0);
+            let freq = hf.opt_usize("moe_layer_freq")?.unwrap_or(1);
+            (0..num_layers)
+                .map(|i| i >= first && freq > 0 && i % freq == 0)
+                .collect()
+        }
         _ => vec![true; num_layers],
     };
     let shared_intermediate_size = match arch {
@@ -939,10 +1080,29 @@ fn hf_moe(arch: Arch, hf: &HfKeys, num_layers: usize) -> Result<Option<MoeConfig
         Arch::Ernie45Moe => {
             hf.opt_usize("moe_num_shared_experts")?.unwrap_or(0) * expert_intermediate_size
         }
+        Arch::Glm4Moe | Arch::Deepseek2 => {
+            hf.opt_usize("n_shared_experts")?.unwrap_or(0) * expert_intermediate_size
+        }
         _ => 0,
     };
+    let mut router = RouterConfig::new(n_expert, top_k, scoring, normalization);
+    router.scaling = hf.opt_f32("routed_scaling_factor")?.unwrap_or(1.0);
+    let group_score = match (arch, hf.opt_str("topk_method")?) {
+        (_, Some("greedy")) => None,
+        (_, Some("group_limited_greedy")) => Some(GroupScore::Max),
+        (Arch::Glm4Moe, _) | (_, Some("noaux_tc")) => Some(GroupScore::SumOfTop2),
+        (Arch::Deepseek2, None) if model_type == "deepseek_v3" => Some(GroupScore::SumOfTop2),
+        _ => None,
+    };
+    if let Some(score) = group_score {
+        router.group_limit = Some(GroupLimit {
+            n_group: hf.opt_usize("n_group")?.unwrap_or(1),
+            topk_group: hf.opt_usize("topk_group")?.unwrap_or(1),
+            score,
+        });
+    }
     Ok(Some(MoeConfig {
-        router: RouterConfig::new(n_expert, top_k, scoring, normalization),
+        router,
         expert_intermediate_size,
         shared_intermediate_size,
         shared_expert_gate: arch == Arch::Qwen2Moe && shared_intermediate_size > 0,
@@ -990,6 +1150,19 @@ fn gguf_moe(
     };
     let mut router = RouterConfig::new(n_expert, top_k, scoring, normalization);
     router.scaling = meta.opt_f32("expert_weights_scale")?.unwrap_or(1.0);
+    // GGUF does not say how groups are ranked: sigmoid routers (DeepSeek-V3, GLM-4.5) sum each
+    // group's top two scores, softmax ones (DeepSeek-V2) take the best.
+    if let Some(n_group) = meta.opt_usize("expert_group_count")?.filter(|n| *n > 1) {
+        router.group_limit = Some(GroupLimit {
+            n_group,
+            topk_group: meta.usize("expert_group_used_count")?,
+            score: if scoring == Scoring::Sigmoid {
+                GroupScore::SumOfTop2
+            } else {
+                GroupScore::Max
+            },
+        });
+    }
     // The shared count times the expert width where both are given: ERNIE's converter writes an
     // expert_shared_feed_forward_length that does not match its tensors.
     let shared_intermediate_size = match (

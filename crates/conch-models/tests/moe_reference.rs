@@ -286,6 +286,11 @@ fn ernie4_5_moe() {
     check_fixture("ernie4_5_moe");
 }
 
+#[test]
+fn glm4_moe() {
+    check_fixture("glm4_moe");
+}
+
 /// Expert counts sum to tokens × top-k per MoE layer and agree with the recorded choices.
 #[test]
 fn expert_counts_follow_the_recorded_routing() {

@@ -5,6 +5,7 @@
 
 mod ernie4_5_moe;
 mod gemma3;
+mod glm4_moe;
 mod granitemoe;
 mod llama;
 mod minimax_m2;
@@ -36,11 +37,13 @@ pub enum Arch {
     MiniMaxM2,
     /// ERNIE-4.5 MoE text models.
     Ernie45Moe,
+    /// GLM-4.5 / 4.6 MoE.
+    Glm4Moe,
 }
 
 impl Arch {
     /// Every architecture; `Llama` comes before `Mixtral`, which shares its GGUF name.
-    pub const ALL: [Arch; 11] = [
+    pub const ALL: [Arch; 12] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
@@ -52,6 +55,7 @@ impl Arch {
         Arch::GraniteMoe,
         Arch::MiniMaxM2,
         Arch::Ernie45Moe,
+        Arch::Glm4Moe,
     ];
 
     /// `general.architecture` in GGUF files (llama.cpp writes Mixtral as `llama` with experts).
@@ -67,6 +71,7 @@ impl Arch {
             Arch::GraniteMoe => "granitemoe",
             Arch::MiniMaxM2 => "minimax-m2",
             Arch::Ernie45Moe => "ernie4_5-moe",
+            Arch::Glm4Moe => "glm4moe",
         }
     }
 
@@ -92,6 +97,7 @@ impl Arch {
             Arch::GraniteMoe => &["granitemoe"],
             Arch::MiniMaxM2 => &["minimax_m2"],
             Arch::Ernie45Moe => &["ernie4_5_moe"],
+            Arch::Glm4Moe => &["glm4_moe"],
         }
     }
 
@@ -123,6 +129,7 @@ impl Arch {
             Arch::GraniteMoe => decoder(config, store, source, &granitemoe::SPEC),
             Arch::MiniMaxM2 => decoder(config, store, source, &minimax_m2::SPEC),
             Arch::Ernie45Moe => decoder(config, store, source, &ernie4_5_moe::SPEC),
+            Arch::Glm4Moe => decoder(config, store, source, &glm4_moe::SPEC),
         }
     }
 }
