@@ -98,6 +98,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Quantize a Hugging Face directory or an F32/F16/BF16 GGUF to a GGUF that llama.cpp also loads.
+    Quantize {
+        input: PathBuf,
+        output: PathBuf,
+        /// Q8_0, Q4_0, Q4_K or Q6_K.
+        #[arg(value_name = "TYPE")]
+        dtype: String,
+        /// Quantize every eligible tensor to TYPE, the output matrix included (llama-quantize --pure).
+        #[arg(long)]
+        pure: bool,
+    },
+    /// Write a random-weight model of realistic shape (for benchmarks).
+    Synth {
+        /// qwen3moe, mixtral, qwen3, ...
+        #[arg(long, required_unless_present = "list")]
+        arch: Option<String>,
+        /// A preset of that architecture (`--list` shows them).
+        #[arg(long, required_unless_present = "list")]
+        preset: Option<String>,
+        /// Where to write (a .gguf file, or a directory for safetensors).
+        #[arg(long, required_unless_present = "list")]
+        out: Option<PathBuf>,
+        /// List the presets instead.
+        #[arg(long)]
+        list: bool,
+        /// gguf, or safetensors (a Hugging Face directory).
+        #[arg(long, default_value = "gguf")]
+        format: String,
+        /// F32, F16 or BF16.
+        #[arg(long, default_value = "F16")]
+        dtype: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Perplexity of a text file with llama.cpp's method (chunks of --ctx tokens, default 512).
     Perplexity {
         #[command(flatten)]
@@ -255,6 +289,44 @@ fn run(cli: Cli) -> Result<()> {
                     println!("| {} | {threads} | tg{tg} | {m:.2} ± {sd:.2} |", loaded.name);
                 }
             }
+            Ok(())
+        }
+        Command::Quantize { input, output, dtype, pure } => {
+            let target = conch_kernels::DType::from_name(&dtype).with_context(|| format!("unknown type '{dtype}' (Q8_0, Q4_0, Q4_K, Q6_K)"))?;
+            let report = conch_convert::quantize(&input, &output, target, &conch_convert::QuantizeOptions { pure })?;
+            for note in &report.notes {
+                eprintln!("note: {note}");
+            }
+            println!(
+                "{}: {} tensors, {:.1} MiB -> {:.1} MiB",
+                report.output.display(),
+                report.tensors.len(),
+                report.bytes_in as f64 / (1 << 20) as f64,
+                report.bytes_out as f64 / (1 << 20) as f64
+            );
+            Ok(())
+        }
+        Command::Synth { arch, preset, out, list, format, dtype, seed } => {
+            let (Some(arch), Some(preset), Some(out), false) = (arch, preset, out, list) else {
+                for p in conch_convert::presets() {
+                    println!("{p:?}");
+                }
+                return Ok(());
+            };
+            let format = match format.as_str() {
+                "gguf" => conch_convert::SynthFormat::Gguf,
+                "safetensors" => conch_convert::SynthFormat::Safetensors,
+                other => bail!("unknown format '{other}' (gguf, safetensors)"),
+            };
+            let dtype = conch_kernels::DType::from_name(&dtype).with_context(|| format!("unknown type '{dtype}' (F32, F16, BF16)"))?;
+            let report = conch_convert::synth(&arch, &preset, &out, &conch_convert::SynthOptions { seed, format, dtype })?;
+            println!(
+                "{}: {:.3} B parameters, {:.3} B active per token, {:.1} MiB",
+                report.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+                report.params.total as f64 / 1e9,
+                report.params.active as f64 / 1e9,
+                report.bytes as f64 / (1 << 20) as f64
+            );
             Ok(())
         }
         Command::Perplexity { model, file } => {

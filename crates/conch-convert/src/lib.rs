@@ -12,7 +12,10 @@ mod vocab;
 mod writer;
 
 pub use quantize::{quantize, QuantizeOptions, QuantizeReport, TensorChoice, TARGETS};
-pub use synth::{find_preset, presets, synth, ParamCounts, Preset, SynthArch, SynthFormat, SynthOptions, SynthReport};
+pub use synth::{
+    find_preset, presets, synth, ParamCounts, Preset, SynthArch, SynthFormat, SynthOptions,
+    SynthReport,
+};
 
 use conch_kernels::DType;
 use std::path::PathBuf;

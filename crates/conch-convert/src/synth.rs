@@ -3,7 +3,7 @@
 //! Weights are scaled like a trained model's so activations stay in range over many layers and a
 //! router spreads tokens roughly evenly over experts: matrices ~N(0, 1/fan_in), the projections back
 //! into the residual stream (attention output, FFN down) further divided by sqrt(2 · layers) as in
-//! GPT-2's initialisation, embeddings ~N(0, 0.02²), norm weights 1.
+//! GPT-2's initialisation, embeddings ~N(0, 1), norm weights 1.
 
 use crate::rng::Rng;
 use crate::vocab::{SynthVocab, MIN_VOCAB};
@@ -11,6 +11,11 @@ use crate::writer::{GgufStreamWriter, SafetensorsStreamWriter, TensorSpec};
 use crate::ConvertError;
 use conch_formats::{DType, MetaValue};
 use std::path::{Path, PathBuf};
+
+/// Token embeddings of unit variance: each token's own vector, not the running average attention
+/// adds, then dominates what the first routers see, so tokens spread over experts (with the small
+/// embeddings of some trained models, random routers send most tokens to the same few experts).
+const EMBEDDING_STD: f32 = 1.0;
 
 /// An architecture [`synth`] can write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +80,18 @@ pub struct Preset {
 pub fn presets() -> Vec<Preset> {
     use SynthArch::*;
     #[allow(clippy::too_many_arguments)]
-    let p = |name, arch, hidden, layers, heads, kv_heads, head_dim, ffn, n_expert, n_expert_used, vocab, context| Preset {
+    let p = |name,
+             arch,
+             hidden,
+             layers,
+             heads,
+             kv_heads,
+             head_dim,
+             ffn,
+             n_expert,
+             n_expert_used,
+             vocab,
+             context| Preset {
         name,
         arch,
         hidden,
@@ -90,12 +106,64 @@ pub fn presets() -> Vec<Preset> {
         context,
     };
     vec![
-        p("qwen3moe-1.3b-a0.25b", Qwen3Moe, 1024, 24, 16, 4, 64, 256, 64, 8, 32000, 4096),
+        p(
+            "qwen3moe-1.3b-a0.25b",
+            Qwen3Moe,
+            1024,
+            24,
+            16,
+            4,
+            64,
+            256,
+            64,
+            8,
+            32000,
+            4096,
+        ),
         // Same attention and embeddings; one FFN as wide as the 8 active experts together.
-        p("qwen3-dense-0.25b", Qwen3, 1024, 24, 16, 4, 64, 2048, 0, 0, 32000, 4096),
+        p(
+            "qwen3-dense-0.25b",
+            Qwen3,
+            1024,
+            24,
+            16,
+            4,
+            64,
+            2048,
+            0,
+            0,
+            32000,
+            4096,
+        ),
         // Qwen3-1.7B-like width with the FFN sized so the total matches the MoE preset.
-        p("qwen3-dense-1.3b", Qwen3, 2048, 24, 16, 8, 128, 6144, 0, 0, 32000, 4096),
-        p("mixtral-1.1b-a0.4b", Mixtral, 1024, 24, 16, 4, 64, 1664, 8, 2, 32000, 4096),
+        p(
+            "qwen3-dense-1.3b",
+            Qwen3,
+            2048,
+            24,
+            16,
+            8,
+            128,
+            6144,
+            0,
+            0,
+            32000,
+            4096,
+        ),
+        p(
+            "mixtral-1.1b-a0.4b",
+            Mixtral,
+            1024,
+            24,
+            16,
+            4,
+            64,
+            1664,
+            8,
+            2,
+            32000,
+            4096,
+        ),
         p("tiny", Qwen3Moe, 64, 2, 4, 2, 16, 32, 8, 2, 320, 512),
         // Wide enough (256) for K-quant blocks, so tests can quantize it.
         p("tiny", Qwen3, 256, 2, 4, 2, 64, 512, 0, 0, 320, 512),
@@ -116,7 +184,7 @@ pub enum SynthFormat {
 pub struct SynthOptions {
     pub seed: u64,
     pub format: SynthFormat,
-    /// F32, F16 or BF16 for the matrices; norms are always F32 in GGUF.
+    /// F32, F16 or BF16 for the matrices; norms and routers are always F32 in GGUF.
     pub dtype: DType,
 }
 
@@ -168,7 +236,10 @@ struct SynthTensor {
 impl Preset {
     fn validate(&self) -> Result<(), String> {
         if self.vocab < MIN_VOCAB {
-            return Err(format!("vocab {} is below the tokenizer's minimum {MIN_VOCAB}", self.vocab));
+            return Err(format!(
+                "vocab {} is below the tokenizer's minimum {MIN_VOCAB}",
+                self.vocab
+            ));
         }
         if self.heads % self.kv_heads.max(1) != 0 || self.head_dim % 2 != 0 {
             return Err("heads must be a multiple of kv_heads and head_dim even".into());
@@ -192,32 +263,80 @@ impl Preset {
             is_expert: false,
         };
         let llama_names = self.arch == SynthArch::Mixtral;
-        let mut v = vec![t("token_embd.weight".into(), "model.embed_tokens.weight".into(), vec![self.vocab, h], Init::Normal(EMBEDDING_STD))];
+        let mut v = vec![t(
+            "token_embd.weight".into(),
+            "model.embed_tokens.weight".into(),
+            vec![self.vocab, h],
+            Init::Normal(EMBEDDING_STD),
+        )];
         for i in 0..l {
             let g = |n: &str| format!("blk.{i}.{n}.weight");
             let f = |n: &str| format!("model.layers.{i}.{n}.weight");
             v.push(t(g("attn_norm"), f("input_layernorm"), vec![h], Init::Ones));
-            let mut q = t(g("attn_q"), f("self_attn.q_proj"), vec![q_dim, h], matrix(h));
-            let mut k = t(g("attn_k"), f("self_attn.k_proj"), vec![kv_dim, h], matrix(h));
+            let mut q = t(
+                g("attn_q"),
+                f("self_attn.q_proj"),
+                vec![q_dim, h],
+                matrix(h),
+            );
+            let mut k = t(
+                g("attn_k"),
+                f("self_attn.k_proj"),
+                vec![kv_dim, h],
+                matrix(h),
+            );
             if llama_names {
                 q.permute_heads = Some(self.heads);
                 k.permute_heads = Some(self.kv_heads);
             }
             v.push(q);
             v.push(k);
-            v.push(t(g("attn_v"), f("self_attn.v_proj"), vec![kv_dim, h], matrix(h)));
-            v.push(t(g("attn_output"), f("self_attn.o_proj"), vec![h, q_dim], out_matrix(q_dim)));
+            v.push(t(
+                g("attn_v"),
+                f("self_attn.v_proj"),
+                vec![kv_dim, h],
+                matrix(h),
+            ));
+            v.push(t(
+                g("attn_output"),
+                f("self_attn.o_proj"),
+                vec![h, q_dim],
+                out_matrix(q_dim),
+            ));
             if !llama_names {
-                v.push(t(g("attn_q_norm"), f("self_attn.q_norm"), vec![self.head_dim], Init::Ones));
-                v.push(t(g("attn_k_norm"), f("self_attn.k_norm"), vec![self.head_dim], Init::Ones));
+                v.push(t(
+                    g("attn_q_norm"),
+                    f("self_attn.q_norm"),
+                    vec![self.head_dim],
+                    Init::Ones,
+                ));
+                v.push(t(
+                    g("attn_k_norm"),
+                    f("self_attn.k_norm"),
+                    vec![self.head_dim],
+                    Init::Ones,
+                ));
             }
-            v.push(t(g("ffn_norm"), f("post_attention_layernorm"), vec![h], Init::Ones));
+            v.push(t(
+                g("ffn_norm"),
+                f("post_attention_layernorm"),
+                vec![h],
+                Init::Ones,
+            ));
             if self.arch.is_moe() {
                 let e = self.n_expert;
                 let (router, expert, [gate, down, up]) = if llama_names {
-                    ("block_sparse_moe.gate", "block_sparse_moe.experts", ["w1", "w2", "w3"])
+                    (
+                        "block_sparse_moe.gate",
+                        "block_sparse_moe.experts",
+                        ["w1", "w2", "w3"],
+                    )
                 } else {
-                    ("mlp.gate", "mlp.experts", ["gate_proj", "down_proj", "up_proj"])
+                    (
+                        "mlp.gate",
+                        "mlp.experts",
+                        ["gate_proj", "down_proj", "up_proj"],
+                    )
                 };
                 v.push(t(g("ffn_gate_inp"), f(router), vec![e, h], matrix(h)));
                 let experts = |gguf: &str, hf: &str, rows, cols, init| SynthTensor {
@@ -230,15 +349,46 @@ impl Preset {
                 };
                 v.push(experts("ffn_gate_exps", gate, self.ffn, h, matrix(h)));
                 v.push(experts("ffn_up_exps", up, self.ffn, h, matrix(h)));
-                v.push(experts("ffn_down_exps", down, h, self.ffn, out_matrix(self.ffn)));
+                v.push(experts(
+                    "ffn_down_exps",
+                    down,
+                    h,
+                    self.ffn,
+                    out_matrix(self.ffn),
+                ));
             } else {
-                v.push(t(g("ffn_gate"), f("mlp.gate_proj"), vec![self.ffn, h], matrix(h)));
-                v.push(t(g("ffn_up"), f("mlp.up_proj"), vec![self.ffn, h], matrix(h)));
-                v.push(t(g("ffn_down"), f("mlp.down_proj"), vec![h, self.ffn], out_matrix(self.ffn)));
+                v.push(t(
+                    g("ffn_gate"),
+                    f("mlp.gate_proj"),
+                    vec![self.ffn, h],
+                    matrix(h),
+                ));
+                v.push(t(
+                    g("ffn_up"),
+                    f("mlp.up_proj"),
+                    vec![self.ffn, h],
+                    matrix(h),
+                ));
+                v.push(t(
+                    g("ffn_down"),
+                    f("mlp.down_proj"),
+                    vec![h, self.ffn],
+                    out_matrix(self.ffn),
+                ));
             }
         }
-        v.push(t("output_norm.weight".into(), "model.norm.weight".into(), vec![h], Init::Ones));
-        v.push(t("output.weight".into(), "lm_head.weight".into(), vec![self.vocab, h], matrix(h)));
+        v.push(t(
+            "output_norm.weight".into(),
+            "model.norm.weight".into(),
+            vec![h],
+            Init::Ones,
+        ));
+        v.push(t(
+            "output.weight".into(),
+            "lm_head.weight".into(),
+            vec![self.vocab, h],
+            matrix(h),
+        ));
         v
     }
 
@@ -270,8 +420,14 @@ impl Preset {
             _ => 32,
         };
         let mut m: Vec<(String, MetaValue)> = vec![
-            ("general.architecture".into(), MetaValue::String(arch.into())),
-            ("general.name".into(), MetaValue::String(format!("conch synth {} {}", self.arch.name(), self.name))),
+            (
+                "general.architecture".into(),
+                MetaValue::String(arch.into()),
+            ),
+            (
+                "general.name".into(),
+                MetaValue::String(format!("conch synth {} {}", self.arch.name(), self.name)),
+            ),
             ("general.file_type".into(), MetaValue::U32(file_type)),
         ];
         let mut a = |k: &str, v: MetaValue| m.push((format!("{arch}.{k}"), v));
@@ -349,6 +505,9 @@ impl Preset {
     }
 }
 
+/// Writes one generated tensor (as f32 values) to the output.
+type EmitTensor<'a> = Box<dyn FnMut(&SynthTensor, &[f32]) -> Result<(), ConvertError> + 'a>;
+
 /// Finds a preset by architecture name (`qwen3`, `qwen3moe`, `mixtral`) and preset name.
 pub fn find_preset(arch: &str, name: &str) -> Result<Preset, ConvertError> {
     let arch = SynthArch::from_name(arch)?;
@@ -365,25 +524,44 @@ pub fn find_preset(arch: &str, name: &str) -> Result<Preset, ConvertError> {
 
 /// Writes a random-weight model of `preset` (see [`presets`]) for `arch` to `out`: a GGUF file, or a
 /// directory for [`SynthFormat::Safetensors`]. The same seed gives byte-identical files.
-pub fn synth(arch: &str, preset: &str, out: &Path, opts: &SynthOptions) -> Result<SynthReport, ConvertError> {
+pub fn synth(
+    arch: &str,
+    preset: &str,
+    out: &Path,
+    opts: &SynthOptions,
+) -> Result<SynthReport, ConvertError> {
     let preset = find_preset(arch, preset)?;
     preset
         .validate()
         .map_err(|msg| ConvertError::input(out, format!("preset {}: {msg}", preset.name)))?;
     if !matches!(opts.dtype, DType::F32 | DType::F16 | DType::BF16) {
-        return Err(ConvertError::input(out, format!("synth writes F32, F16 or BF16 weights, not {}", opts.dtype)));
+        return Err(ConvertError::input(
+            out,
+            format!("synth writes F32, F16 or BF16 weights, not {}", opts.dtype),
+        ));
     }
     let vocab = SynthVocab::new(preset.vocab);
     let tensors = preset.tensors();
-    let dtype_of = |t: &SynthTensor| if t.shape.len() == 1 { DType::F32 } else { opts.dtype };
+    // Norms and routers stay F32, as llama.cpp's converter writes them.
+    let dtype_of = |t: &SynthTensor| {
+        if t.shape.len() == 1 || t.gguf.contains("ffn_gate_inp") {
+            DType::F32
+        } else {
+            opts.dtype
+        }
+    };
     let mut files = Vec::new();
-    let mut emit: Box<dyn FnMut(&SynthTensor, &[f32]) -> Result<(), ConvertError>> = match opts.format {
+    let mut emit: EmitTensor = match opts.format {
         SynthFormat::Gguf => {
             let mut metadata = preset.gguf_metadata(opts.dtype);
             metadata.extend(vocab.gguf_metadata());
             let specs = tensors
                 .iter()
-                .map(|t| TensorSpec { name: t.gguf.clone(), dtype: dtype_of(t), shape: t.shape.clone() })
+                .map(|t| TensorSpec {
+                    name: t.gguf.clone(),
+                    dtype: dtype_of(t),
+                    shape: t.shape.clone(),
+                })
                 .collect();
             let mut w = Some(GgufStreamWriter::create(out, metadata, specs)?);
             files.push(out.to_path_buf());
@@ -412,14 +590,25 @@ pub fn synth(arch: &str, preset: &str, out: &Path, opts: &SynthOptions) -> Resul
                 Ok(path)
             };
             let (tokenizer, tokenizer_config) = vocab.hf_files();
-            files.push(write_json("config.json", &preset.hf_config(opts.dtype, &vocab))?);
+            files.push(write_json(
+                "config.json",
+                &preset.hf_config(opts.dtype, &vocab),
+            )?);
             files.push(write_json("tokenizer.json", &tokenizer)?);
             files.push(write_json("tokenizer_config.json", &tokenizer_config)?);
             let specs: Vec<TensorSpec> = tensors
                 .iter()
                 .flat_map(|t| {
-                    let shape = if t.hf.len() > 1 { t.shape[1..].to_vec() } else { t.shape.clone() };
-                    t.hf.iter().map(move |name| TensorSpec { name: name.clone(), dtype: opts.dtype, shape: shape.clone() })
+                    let shape = if t.hf.len() > 1 {
+                        t.shape[1..].to_vec()
+                    } else {
+                        t.shape.clone()
+                    };
+                    t.hf.iter().map(move |name| TensorSpec {
+                        name: name.clone(),
+                        dtype: opts.dtype,
+                        shape: shape.clone(),
+                    })
                 })
                 .collect();
             let path = out.join("model.safetensors");
@@ -453,7 +642,11 @@ pub fn synth(arch: &str, preset: &str, out: &Path, opts: &SynthOptions) -> Resul
     drop(emit);
     let bytes = files
         .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).map_err(|e| ConvertError::io(p, e)))
+        .map(|p| {
+            std::fs::metadata(p)
+                .map(|m| m.len())
+                .map_err(|e| ConvertError::io(p, e))
+        })
         .sum::<Result<u64, _>>()?;
     Ok(SynthReport {
         params: preset.param_counts(),
@@ -464,11 +657,15 @@ pub fn synth(arch: &str, preset: &str, out: &Path, opts: &SynthOptions) -> Resul
 }
 
 pub(crate) fn encode(name: &str, dtype: DType, values: &[f32]) -> Result<Vec<u8>, ConvertError> {
-    let len = dtype
-        .bytes_for(values.len())
-        .ok_or_else(|| ConvertError::tensor(name, format!("{} values do not fill whole {dtype} blocks", values.len())))?;
+    let len = dtype.bytes_for(values.len()).ok_or_else(|| {
+        ConvertError::tensor(
+            name,
+            format!("{} values do not fill whole {dtype} blocks", values.len()),
+        )
+    })?;
     let mut out = vec![0u8; len];
-    conch_kernels::quant::quantize(dtype, values, &mut out).map_err(|e| ConvertError::tensor(name, e.to_string()))?;
+    conch_kernels::quant::quantize(dtype, values, &mut out)
+        .map_err(|e| ConvertError::tensor(name, e.to_string()))?;
     Ok(out)
 }
 

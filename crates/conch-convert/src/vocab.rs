@@ -1,6 +1,7 @@
 //! A synthetic byte-level BPE vocabulary (`gpt2` in GGUF terms, `BPE` + `ByteLevel` in tokenizer.json)
 //! of any size ≥ 259: the 256 byte tokens, merges of byte pairs (letters and space first, so text
-//! compresses somewhat as with a real vocabulary), and three ChatML control tokens.
+//! compresses somewhat as with a real vocabulary), and three ChatML control tokens. Text is split
+//! by GPT-2's pattern (`gpt-2` in llama.cpp, a regex `ByteLevel` pre-tokenizer in tokenizer.json).
 
 use conch_formats::MetaValue;
 
@@ -20,7 +21,9 @@ pub(crate) struct SynthVocab {
 
 /// GPT-2's map from bytes to printable characters.
 fn byte_chars() -> Vec<char> {
-    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let printable = |b: u32| {
+        (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b)
+    };
     let mut next = 256u32;
     (0u32..256)
         .map(|b| {
@@ -69,22 +72,44 @@ impl SynthVocab {
 
     /// The `tokenizer.ggml.*` and chat template metadata.
     pub(crate) fn gguf_metadata(&self) -> Vec<(String, MetaValue)> {
-        let strings = |v: &[String]| MetaValue::Array(v.iter().cloned().map(MetaValue::String).collect());
+        let strings =
+            |v: &[String]| MetaValue::Array(v.iter().cloned().map(MetaValue::String).collect());
         let token_type = (0..self.tokens.len())
             .map(|i| MetaValue::I32(if i >= self.first_special { 3 } else { 1 }))
             .collect();
         let eos = self.first_special as u32;
         vec![
-            ("tokenizer.ggml.model".into(), MetaValue::String("gpt2".into())),
-            ("tokenizer.ggml.pre".into(), MetaValue::String("qwen2".into())),
+            (
+                "tokenizer.ggml.model".into(),
+                MetaValue::String("gpt2".into()),
+            ),
+            (
+                "tokenizer.ggml.pre".into(),
+                MetaValue::String("gpt-2".into()),
+            ),
             ("tokenizer.ggml.tokens".into(), strings(&self.tokens)),
-            ("tokenizer.ggml.token_type".into(), MetaValue::Array(token_type)),
+            (
+                "tokenizer.ggml.token_type".into(),
+                MetaValue::Array(token_type),
+            ),
             ("tokenizer.ggml.merges".into(), strings(&self.merges)),
-            ("tokenizer.ggml.eos_token_id".into(), MetaValue::U32(eos + 2)),
-            ("tokenizer.ggml.padding_token_id".into(), MetaValue::U32(eos)),
+            (
+                "tokenizer.ggml.eos_token_id".into(),
+                MetaValue::U32(eos + 2),
+            ),
+            (
+                "tokenizer.ggml.padding_token_id".into(),
+                MetaValue::U32(eos),
+            ),
             ("tokenizer.ggml.bos_token_id".into(), MetaValue::U32(eos)),
-            ("tokenizer.ggml.add_bos_token".into(), MetaValue::Bool(false)),
-            ("tokenizer.chat_template".into(), MetaValue::String(CHAT_TEMPLATE.into())),
+            (
+                "tokenizer.ggml.add_bos_token".into(),
+                MetaValue::Bool(false),
+            ),
+            (
+                "tokenizer.chat_template".into(),
+                MetaValue::String(CHAT_TEMPLATE.into()),
+            ),
         ]
     }
 

@@ -87,9 +87,10 @@ impl GgufStreamWriter {
 
     /// Writes the next tensor's bytes (which must be the next spec's exact size).
     pub(crate) fn write_next(&mut self, data: &[u8]) -> Result<(), ConvertError> {
-        let spec = self.specs.get(self.next).ok_or_else(|| {
-            ConvertError::input(&self.path, "more tensors written than declared")
-        })?;
+        let spec = self
+            .specs
+            .get(self.next)
+            .ok_or_else(|| ConvertError::input(&self.path, "more tensors written than declared"))?;
         let len = spec.byte_len()?;
         if data.len() != len {
             return Err(ConvertError::tensor(
@@ -136,10 +137,7 @@ impl SafetensorsStreamWriter {
         specs: &[TensorSpec],
     ) -> Result<SafetensorsStreamWriter, ConvertError> {
         let mut header = serde_json::Map::new();
-        header.insert(
-            "__metadata__".into(),
-            serde_json::json!({ "format": "pt" }),
-        );
+        header.insert("__metadata__".into(), serde_json::json!({ "format": "pt" }));
         let mut offset = 0usize;
         let mut sizes = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -168,7 +166,8 @@ impl SafetensorsStreamWriter {
         let file = File::create(path).map_err(|e| ConvertError::io(path, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
         let io = |e| ConvertError::io(path, e);
-        out.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+        out.write_all(&(json.len() as u64).to_le_bytes())
+            .map_err(io)?;
         out.write_all(&json).map_err(io)?;
         Ok(SafetensorsStreamWriter {
             path: path.to_path_buf(),
@@ -179,9 +178,10 @@ impl SafetensorsStreamWriter {
     }
 
     pub(crate) fn write_next(&mut self, data: &[u8]) -> Result<(), ConvertError> {
-        let (name, len) = self.sizes.get(self.next).ok_or_else(|| {
-            ConvertError::input(&self.path, "more tensors written than declared")
-        })?;
+        let (name, len) = self
+            .sizes
+            .get(self.next)
+            .ok_or_else(|| ConvertError::input(&self.path, "more tensors written than declared"))?;
         if data.len() != *len {
             return Err(ConvertError::tensor(
                 name,

@@ -1,7 +1,9 @@
-//! Generation for one sequence: prefill, sample, stream text, stop.
+//! Generation for one sequence: prefill, sample, stream text, stop — all at once ([`Session::generate`])
+//! or one token at a time ([`Sequence`]).
 
 use crate::stop::{StopScan, StopStrings};
 use crate::{EngineError, LoadedModel, Sampler, SamplingParams};
+use conch_tokenizer::StreamDecoder;
 use conch_models::KvCache;
 use std::time::{Duration, Instant};
 
@@ -73,80 +75,194 @@ impl<'m> Session<'m> {
     /// Generates a continuation of `prompt` (the whole sequence so far). `on_text` receives text as
     /// it becomes final and returns false to cancel.
     pub fn generate(&mut self, prompt: &[u32], opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation, EngineError> {
+        let mut decoding = Decoding::begin(self, prompt, opts)?;
+        loop {
+            let step = decoding.step(self)?;
+            let keep_going = step.text.is_empty() || on_text(&step.text);
+            if step.finished.is_some() {
+                break;
+            }
+            if !keep_going {
+                decoding.finish(FinishReason::Cancelled);
+                break;
+            }
+        }
+        Ok(decoding.into_generation())
+    }
+}
+
+/// What one step of a [`Sequence`] produced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    /// The token sampled and appended to the output; `None` when generation ended on an
+    /// end-of-generation or stop token (those are not part of the output) or had already ended.
+    pub token: Option<u32>,
+    /// Text that became final this step (possibly empty: held back for a stop string or an
+    /// unfinished UTF-8 character).
+    pub text: String,
+    /// Set once generation has ended; later steps produce nothing.
+    pub finished: Option<FinishReason>,
+}
+
+/// One generation advanced a token at a time, so a caller can interleave many sequences (a
+/// server stepping each of its requests in turn) or drop one between steps to cancel it.
+/// [`Session::generate`] is this same loop run to the end.
+pub struct Sequence<'m> {
+    session: Session<'m>,
+    decoding: Decoding<'m>,
+}
+
+impl<'m> Sequence<'m> {
+    /// Checks the request and runs the prompt through the model (the prefill), reusing whatever
+    /// prefix of it `session` already holds.
+    pub fn start(mut session: Session<'m>, prompt: &[u32], opts: &GenerateOptions) -> Result<Sequence<'m>, EngineError> {
+        let decoding = Decoding::begin(&mut session, prompt, opts)?;
+        Ok(Sequence { session, decoding })
+    }
+
+    /// Samples the next token (running the model on the previous one first).
+    pub fn step(&mut self) -> Result<Step, EngineError> {
+        self.decoding.step(&mut self.session)
+    }
+
+    /// The output so far.
+    pub fn generation(&self) -> &Generation {
+        &self.decoding.out
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.decoding.finished.is_some()
+    }
+
+    /// Ends the generation (as cancelled if it was still running) and hands back the session,
+    /// whose cache holds the prompt and output for a next turn.
+    pub fn finish(mut self) -> (Session<'m>, Generation) {
+        if self.decoding.finished.is_none() {
+            self.decoding.finish(FinishReason::Cancelled);
+        }
+        (self.session, self.decoding.into_generation())
+    }
+}
+
+/// The state of one generation apart from the session it runs in. Every call must pass the
+/// session given to [`Decoding::begin`]; [`Session::generate`] and [`Sequence`] keep them paired.
+struct Decoding<'m> {
+    sampler: Sampler,
+    decoder: StreamDecoder<'m>,
+    stops: StopStrings,
+    eos: Vec<u32>,
+    max_tokens: usize,
+    stop_tokens: Vec<u32>,
+    ignore_eos: bool,
+    logits: Vec<f32>,
+    /// The last sampled token, not yet run through the model (its K/V are not in the cache).
+    pending: Option<u32>,
+    out: Generation,
+    decode_start: Instant,
+    finished: Option<FinishReason>,
+}
+
+impl<'m> Decoding<'m> {
+    fn begin(session: &mut Session<'m>, prompt: &[u32], opts: &GenerateOptions) -> Result<Decoding<'m>, EngineError> {
         opts.sampling.validate().map_err(EngineError::BadRequest)?;
         if prompt.is_empty() {
             return Err(EngineError::BadRequest("the prompt has no tokens".into()));
         }
-        let capacity = self.cache.capacity();
+        let capacity = session.cache.capacity();
         if prompt.len() >= capacity {
             return Err(EngineError::PromptTooLong { prompt_tokens: prompt.len(), context: capacity });
         }
-        let vocab = self.model.model.config().vocab_size;
+        let model: &'m LoadedModel = session.model;
+        let vocab = model.model.config().vocab_size;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
             return Err(EngineError::BadRequest(format!("token id {bad} is outside the vocabulary of {vocab}")));
         }
 
         // Reuse the longest common prefix already in the cache; at least one token must run to get logits.
-        let common = self.history.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
-        self.cache.truncate(common);
-        self.history.truncate(common);
+        let common = session.history.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        session.cache.truncate(common);
+        session.history.truncate(common);
 
         let start = Instant::now();
-        let mut logits = self.model.model.forward(&prompt[common..], &mut self.cache, false)?;
-        self.history.extend_from_slice(&prompt[common..]);
+        let logits = model.model.forward(&prompt[common..], &mut session.cache, false)?;
+        session.history.extend_from_slice(&prompt[common..]);
         let prefill_time = start.elapsed();
 
-        let mut sampler = Sampler::new(opts.sampling.clone());
-        let mut decoder = self.model.tokenizer.stream_decoder(true);
-        let mut stops = StopStrings::new(opts.stop_strings.iter().cloned());
-        let eos = self.model.tokenizer.eos_ids();
-        let mut out = Generation {
-            text: String::new(),
-            tokens: Vec::new(),
-            finish_reason: FinishReason::Length,
-            prompt_tokens: prompt.len(),
-            reused_tokens: common,
-            prefill_time,
-            decode_time: Duration::ZERO,
-        };
-        let decode_start = Instant::now();
-        let mut emit = |text: &str, out: &mut Generation| -> bool {
-            out.text.push_str(text);
-            text.is_empty() || on_text(text)
-        };
-        while out.tokens.len() < opts.max_tokens {
-            let token = sampler.sample(&mut logits, &self.history);
-            if opts.stop_tokens.contains(&token) || (!opts.ignore_eos && eos.contains(&token)) {
-                out.finish_reason = FinishReason::Stop;
-                break;
-            }
-            sampler.accept(token);
-            out.tokens.push(token);
-            match stops.push(&decoder.push(token)) {
-                StopScan::Stopped(text) => {
-                    emit(&text, &mut out);
-                    out.finish_reason = FinishReason::Stop;
-                    break;
-                }
-                StopScan::Continue(text) => {
-                    if !emit(&text, &mut out) {
-                        out.finish_reason = FinishReason::Cancelled;
-                        break;
-                    }
-                }
-            }
-            if out.tokens.len() >= opts.max_tokens || self.cache.len() + 1 > capacity {
-                break;
-            }
-            logits = self.model.model.forward(&[token], &mut self.cache, false)?;
-            self.history.push(token);
+        Ok(Decoding {
+            sampler: Sampler::new(opts.sampling.clone()),
+            decoder: model.tokenizer.stream_decoder(true),
+            stops: StopStrings::new(opts.stop_strings.iter().cloned()),
+            eos: model.tokenizer.eos_ids(),
+            max_tokens: opts.max_tokens,
+            stop_tokens: opts.stop_tokens.clone(),
+            ignore_eos: opts.ignore_eos,
+            logits,
+            pending: None,
+            out: Generation {
+                text: String::new(),
+                tokens: Vec::new(),
+                finish_reason: FinishReason::Length,
+                prompt_tokens: prompt.len(),
+                reused_tokens: common,
+                prefill_time,
+                decode_time: Duration::ZERO,
+            },
+            decode_start: Instant::now(),
+            finished: None,
+        })
+    }
+
+    fn step(&mut self, session: &mut Session<'m>) -> Result<Step, EngineError> {
+        if let Some(reason) = self.finished {
+            return Ok(Step { token: None, text: String::new(), finished: Some(reason) });
         }
-        if out.finish_reason == FinishReason::Length {
-            let mut rest = decoder.finish();
-            rest.push_str(&stops.finish());
-            emit(&rest, &mut out);
+        if let Some(token) = self.pending.take() {
+            self.logits = session.model.model.forward(&[token], &mut session.cache, false)?;
+            session.history.push(token);
         }
-        out.decode_time = decode_start.elapsed();
-        Ok(out)
+        if self.out.tokens.len() >= self.max_tokens {
+            return Ok(self.end_with_length(None, String::new()));
+        }
+        let token = self.sampler.sample(&mut self.logits, &session.history);
+        if self.stop_tokens.contains(&token) || (!self.ignore_eos && self.eos.contains(&token)) {
+            self.finish(FinishReason::Stop);
+            return Ok(Step { token: None, text: String::new(), finished: Some(FinishReason::Stop) });
+        }
+        self.sampler.accept(token);
+        self.out.tokens.push(token);
+        let text = match self.stops.push(&self.decoder.push(token)) {
+            StopScan::Stopped(text) => {
+                self.out.text.push_str(&text);
+                self.finish(FinishReason::Stop);
+                return Ok(Step { token: Some(token), text, finished: Some(FinishReason::Stop) });
+            }
+            StopScan::Continue(text) => text,
+        };
+        if self.out.tokens.len() >= self.max_tokens || session.cache.len() + 1 > session.cache.capacity() {
+            return Ok(self.end_with_length(Some(token), text));
+        }
+        self.out.text.push_str(&text);
+        self.pending = Some(token);
+        Ok(Step { token: Some(token), text, finished: None })
+    }
+
+    /// Ends at the length limit: text held back for a stop string or an unfinished character
+    /// comes out after all.
+    fn end_with_length(&mut self, token: Option<u32>, mut text: String) -> Step {
+        text.push_str(&self.decoder.finish());
+        text.push_str(&self.stops.finish());
+        self.out.text.push_str(&text);
+        self.finish(FinishReason::Length);
+        Step { token, text, finished: Some(FinishReason::Length) }
+    }
+
+    fn finish(&mut self, reason: FinishReason) {
+        self.finished = Some(reason);
+        self.out.finish_reason = reason;
+        self.out.decode_time = self.decode_start.elapsed();
+    }
+
+    fn into_generation(self) -> Generation {
+        self.out
     }
 }

@@ -8,7 +8,7 @@ pub mod perplexity;
 pub mod sampler;
 pub mod stop;
 
-pub use generate::{FinishReason, GenerateOptions, Generation, Session};
+pub use generate::{FinishReason, GenerateOptions, Generation, Sequence, Session, Step};
 pub use load::{load, LoadedModel};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampler::{Sampler, SamplingParams};

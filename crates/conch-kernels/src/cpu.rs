@@ -2,7 +2,7 @@
 //!
 //! Kernels come in levels ([`Isa`]); the best level the CPU supports is used unless a lower
 //! one is asked for, through the `CONCH_ISA` environment variable (`scalar`, `avx2`, `avx512`,
-//! read once) or [`set_isa`]. Tests call the `*_with_isa` entry points to run every level.
+//! `amx`, read once) or [`set_isa`]. Tests call the `*_with_isa` entry points to run every level.
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::OnceLock;
@@ -33,16 +33,19 @@ pub enum Isa {
     Avx2,
     /// AVX-512 F/BW/VL + VNNI (`vpdpbusd` integer dots), on top of [`Isa::Avx2`].
     Avx512,
+    /// [`Isa::Avx512`] plus AMX int8 tile multiplies for products of many tokens (prefill).
+    Amx,
 }
 
 impl Isa {
-    pub const ALL: [Isa; 3] = [Isa::Scalar, Isa::Avx2, Isa::Avx512];
+    pub const ALL: [Isa; 4] = [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx];
 
     pub fn name(self) -> &'static str {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2",
             Isa::Avx512 => "avx512",
+            Isa::Amx => "amx",
         }
     }
 
@@ -107,6 +110,40 @@ fn detect_amx() -> (bool, bool, bool) {
     (bit(24), bit(25), bit(22))
 }
 
+/// Asks Linux for permission to use the AMX tile data (`arch_prctl(ARCH_REQ_XCOMP_PERM,
+/// XFEATURE_XTILEDATA)`); it is granted per process and the tiles fault without it.
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn amx_permitted() -> bool {
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: a plain system call that only changes this process's permitted xsave features;
+    // the kernel clobbers rcx and r11.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(all(target_arch = "x86_64", not(target_os = "linux")))]
+fn amx_permitted() -> bool {
+    false
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn amx_permitted() -> bool {
+    false
+}
+
 #[cfg(not(target_arch = "x86_64"))]
 fn detect() -> CpuFeatures {
     CpuFeatures::default()
@@ -120,7 +157,11 @@ pub fn best_isa() -> Isa {
         if !(f.avx2 && f.fma && f.f16c) {
             Isa::Scalar
         } else if f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni {
-            Isa::Avx512
+            if f.amx_tile && f.amx_int8 && amx_permitted() {
+                Isa::Amx
+            } else {
+                Isa::Avx512
+            }
         } else {
             Isa::Avx2
         }
@@ -181,6 +222,9 @@ mod tests {
         assert_eq!(supports(Isa::Avx2), f.avx2 && f.fma && f.f16c);
         if supports(Isa::Avx512) {
             assert!(f.avx512f && f.avx512bw && f.avx512vl && f.avx512vnni);
+        }
+        if supports(Isa::Amx) {
+            assert!(f.amx_tile && f.amx_int8);
         }
     }
 }

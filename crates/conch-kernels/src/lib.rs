@@ -4,12 +4,12 @@
 //! Invariant: this crate knows nothing of models, files or tokens. It sees numbers,
 //! byte blocks in a [`DType`] layout, and shapes.
 
-pub mod quant;
-pub mod matmul;
 pub mod cpu;
-pub mod pool;
+pub mod matmul;
 pub mod ops;
+pub mod pool;
+pub mod quant;
 
-pub use quant::{DType, QuantError};
-pub use matmul::{matmul, matmul_with_isa, QMatrix};
 pub use cpu::Isa;
+pub use matmul::{matmul, matmul_with_isa, QMatrix};
+pub use quant::{DType, QuantError};

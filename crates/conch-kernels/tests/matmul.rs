@@ -353,8 +353,10 @@ fn long_float_rows() {
     }
 }
 
-/// A token's outputs do not depend on which other tokens share the call (prefill in one batch
-/// and decoding token by token give bit-identical products).
+/// A token's outputs do not depend on which other tokens share the call. Within one kernel
+/// path they are bit-identical: a batch equals the same tokens split into two batches. Below
+/// [`Isa::Amx`] one token alone also takes the same path; at `Amx` many tokens go to the tiles,
+/// which sum in another order, so one token alone matches within f32 rounding.
 #[test]
 fn batching_does_not_change_results() {
     let mut rng = Rng(13);
@@ -364,17 +366,85 @@ fn batching_does_not_change_results() {
         let m = QMatrix::new(dtype, rows, cols, &w).unwrap();
         let n = 70;
         let x = random_activations(n, cols, &mut rng);
+        let (_, _, magnitude) = reference(dtype, &w, rows, cols, &x, n);
         for isa in levels() {
             let mut batched = vec![0f32; n * rows];
             matmul_with_isa(isa, m, &x, n, &mut batched);
+            let mut split = vec![0f32; n * rows];
+            let (first, second) = split.split_at_mut(33 * rows);
+            matmul_with_isa(isa, m, &x[..33 * cols], 33, first);
+            matmul_with_isa(isa, m, &x[33 * cols..], n - 33, second);
+            assert_eq!(
+                batched,
+                split,
+                "{dtype} {isa}: batch of {n} vs 33 + {}",
+                n - 33
+            );
             for t in 0..n {
                 let mut single = vec![0f32; rows];
                 matmul_with_isa(isa, m, &x[t * cols..(t + 1) * cols], 1, &mut single);
-                assert_eq!(
-                    &batched[t * rows..(t + 1) * rows],
-                    &single[..],
-                    "{dtype} {isa} token {t}"
-                );
+                let batched = &batched[t * rows..(t + 1) * rows];
+                if isa < Isa::Amx {
+                    assert_eq!(batched, &single[..], "{dtype} {isa} token {t}");
+                } else {
+                    for (r, (&b, &s)) in batched.iter().zip(&single).enumerate() {
+                        assert!(
+                            (b - s).abs() as f64 <= 2e-5 * magnitude[t * rows + r] + 1e-6,
+                            "{dtype} {isa} token {t} row {r}: {b} batched vs {s} alone"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Shapes around the AMX tile sizes (16 tokens × 16 rows): token counts on either side of tile
+/// multiples, row counts leaving partial row tiles, column counts with odd block counts (the
+/// tiles take blocks in pairs). Every level against the scalar kernels.
+#[test]
+fn many_token_products_at_tile_edges() {
+    let mut rng = Rng(17);
+    for dtype in [
+        DType::Q4_0,
+        DType::Q4_1,
+        DType::Q5_0,
+        DType::Q5_1,
+        DType::Q8_0,
+        DType::Q4_K,
+        DType::Q5_K,
+        DType::Q6_K,
+    ] {
+        let block = dtype.block_size();
+        let col_counts = if block == 256 {
+            vec![256, 512, 768]
+        } else {
+            vec![32, 96, 160, 576]
+        };
+        for (rows, cols) in [1, 15, 33, 50].into_iter().zip(col_counts.iter().cycle()) {
+            let cols = *cols;
+            let w = random_weights(dtype, rows, cols, &mut rng);
+            let m = QMatrix::new(dtype, rows, cols, &w).unwrap();
+            for n in [15, 16, 17, 31, 32, 33, 48, 63, 64, 65, 100, 130] {
+                let x = random_activations(n, cols, &mut rng);
+                let (expected, tol, magnitude) = reference(dtype, &w, rows, cols, &x, n);
+                let mut scalar = vec![0f32; n * rows];
+                matmul_with_isa(Isa::Scalar, m, &x, n, &mut scalar);
+                for isa in levels().into_iter().filter(|&i| i != Isa::Scalar) {
+                    let mut y = vec![f32::NAN; n * rows];
+                    matmul_with_isa(isa, m, &x, n, &mut y);
+                    for i in 0..y.len() {
+                        assert!(
+                            (y[i] - scalar[i]).abs() as f64 <= 2e-5 * magnitude[i] + 1e-6
+                                && (y[i] as f64 - expected[i]).abs() <= tol[i],
+                            "{dtype} {isa} rows={rows} cols={cols} n={n} out {i}: {} vs scalar {} \
+                             and reference {}",
+                            y[i],
+                            scalar[i],
+                            expected[i]
+                        );
+                    }
+                }
             }
         }
     }

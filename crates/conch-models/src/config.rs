@@ -5,7 +5,7 @@
 //! or absurd values with a message naming the field.
 
 use crate::arch::Arch;
-use crate::moe::{GroupLimit, GroupScore, Normalization, RouterConfig, Scoring};
+use crate::moe::{ExpertActivation, GroupLimit, GroupScore, Normalization, RouterConfig, Scoring};
 use crate::ModelError;
 use conch_formats::MetaValue;
 use conch_kernels::ops::{RopeScaling, RopeStyle};
@@ -102,6 +102,8 @@ pub struct ModelConfig {
     pub moe: Option<MoeConfig>,
     /// Multi-head latent attention instead of grouped-query attention (DeepSeek).
     pub mla: Option<MlaConfig>,
+    /// Lightning-attention hybrid layers (MiniMax-Text-01).
+    pub lightning: Option<LightningConfig>,
 }
 
 /// Multi-head latent attention (DeepSeek-V2/V3): queries optionally through a low-rank bottleneck,
@@ -115,6 +117,21 @@ pub struct MlaConfig {
     pub qk_nope_head_dim: usize,
     pub qk_rope_head_dim: usize,
     pub v_head_dim: usize,
+}
+
+/// MiniMax-Text-01's hybrid layers: lightning (linear, decayed) attention in most layers, softmax
+/// attention in the others, and residuals taken from the *normalized* input:
+/// `x ← α · norm(x) + β · block(norm(x))` for both the attention and the feed-forward.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LightningConfig {
+    /// Per layer: `true` for lightning attention, `false` for softmax attention.
+    pub linear_layers: Vec<bool>,
+    pub linear_attn_alpha: f32,
+    pub linear_attn_beta: f32,
+    pub full_attn_alpha: f32,
+    pub full_attn_beta: f32,
+    pub mlp_alpha: f32,
+    pub mlp_beta: f32,
 }
 
 /// The mixture-of-experts feed-forward of an architecture that has one.
@@ -132,6 +149,8 @@ pub struct MoeConfig {
     /// One entry per layer: `true` where the feed-forward is MoE, `false` where it is a dense FFN of
     /// [`ModelConfig::intermediate_size`].
     pub sparse_layers: Vec<bool>,
+    /// The experts' gating nonlinearity (SwiGLU; gpt-oss's clamped variant).
+    pub activation: ExpertActivation,
 }
 
 impl MoeConfig {
@@ -178,7 +197,11 @@ impl MoeConfig {
             parts.push(format!(
                 "shared expert of width {}{}",
                 self.shared_intermediate_size,
-                if self.shared_expert_gate { ", gated" } else { "" }
+                if self.shared_expert_gate {
+                    ", gated"
+                } else {
+                    ""
+                }
             ));
         }
         parts.join(", ")
@@ -212,7 +235,19 @@ impl ModelConfig {
         let (h, v) = (self.hidden_size as u64, self.vocab_size as u64);
         let (q, kv) = (self.q_dim() as u64, self.kv_dim() as u64);
         let ffn = |inner: usize| 3 * h * inner as u64;
-        let attention = 2 * h * q + 2 * h * kv + 2 * h;
+        let attention = match &self.mla {
+            None => 2 * h * q + 2 * h * kv,
+            Some(m) => {
+                let heads = self.num_heads as u64;
+                let (rank, rope) = (m.kv_lora_rank as u64, m.qk_rope_head_dim as u64);
+                let (nope, v) = (m.qk_nope_head_dim as u64, m.v_head_dim as u64);
+                let query = match m.q_lora_rank {
+                    None => h * q,
+                    Some(r) => h * r as u64 + r as u64 + r as u64 * q,
+                };
+                query + h * (rank + rope) + rank + heads * (nope + v) * rank + heads * v * h
+            }
+        } + 2 * h;
         let mut total = v * h + h + if self.tie_word_embeddings { 0 } else { v * h };
         let mut active = total;
         for layer in 0..self.num_layers {
@@ -252,9 +287,11 @@ impl ModelConfig {
     /// Floats the KV cache keeps per position and layer: the K (and again the V) row, or for
     /// latent attention the latent vector and the shared rotary key.
     pub fn cache_row_width(&self) -> usize {
-        match &self.mla {
-            Some(m) => m.kv_lora_rank + m.qk_rope_head_dim,
-            None => self.kv_dim(),
+        match (&self.mla, &self.lightning) {
+            (Some(m), _) => m.kv_lora_rank + m.qk_rope_head_dim,
+            // Lightning layers keep a key per query head; softmax layers are widened to match.
+            (None, Some(_)) => self.q_dim(),
+            (None, None) => self.kv_dim(),
         }
     }
 
@@ -315,9 +352,10 @@ impl ModelConfig {
             Some(f) => f,
             None => partial_in_rope.unwrap_or(1.0),
         };
-        let rotary_dim = match &mla {
-            Some(m) => m.qk_rope_head_dim,
-            None => rotary_dim(head_dim, partial_rotary)?,
+        let rotary_dim = match (&mla, hf.opt_usize("rotary_dim")?) {
+            (Some(m), _) => m.qk_rope_head_dim,
+            (None, Some(d)) if arch == Arch::MiniMaxText01 => d,
+            (None, _) => rotary_dim(head_dim, partial_rotary)?,
         };
 
         // Per-layer-type rope parameters (transformers 5 for Gemma 3), a flat `rope_parameters`,
@@ -446,6 +484,10 @@ impl ModelConfig {
             logit_divisor: granite("logits_scaling")?,
             moe: hf_moe(arch, model_type, &hf, num_layers)?,
             mla,
+            lightning: match arch {
+                Arch::MiniMaxText01 => Some(hf_lightning(&hf, num_layers)?),
+                _ => None,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -534,11 +576,9 @@ impl ModelConfig {
         // llama.cpp rotates llama's pairs interleaved (its converter permutes Q/K to match);
         // Qwen 2/3 and Gemma 3 use the NeoX half split.
         let style = match arch {
-            Arch::Llama
-            | Arch::Mixtral
-            | Arch::GraniteMoe
-            | Arch::Ernie45Moe
-            | Arch::Deepseek2 => RopeStyle::Interleaved,
+            Arch::Llama | Arch::Mixtral | Arch::GraniteMoe | Arch::Ernie45Moe | Arch::Deepseek2 => {
+                RopeStyle::Interleaved
+            }
             Arch::Qwen2
             | Arch::Qwen3
             | Arch::Gemma3
@@ -546,7 +586,10 @@ impl ModelConfig {
             | Arch::Qwen3Moe
             | Arch::Olmoe
             | Arch::MiniMaxM2
-            | Arch::Glm4Moe => RopeStyle::Neox,
+            | Arch::Glm4Moe
+            | Arch::GptOss
+            | Arch::PhiMoe
+            | Arch::MiniMaxText01 => RopeStyle::Neox,
         };
         let rope = RopeConfig {
             theta: meta.opt_f32("rope.freq_base")?.unwrap_or(10_000.0),
@@ -557,8 +600,13 @@ impl ModelConfig {
 
         let (layer_kinds, sliding_window, local_rope) =
             match meta.opt_usize("attention.sliding_window")? {
+                // gpt-oss alternates sliding and full layers, all with the same rotary embedding.
+                Some(window) if window > 0 && arch == Arch::GptOss => {
+                    let kinds = gguf_sliding_pattern(&meta, num_layers, 2)?;
+                    (kinds, Some(window), None)
+                }
                 Some(window) if window > 0 && arch == Arch::Gemma3 => {
-                    let kinds = gguf_sliding_pattern(&meta, num_layers)?;
+                    let kinds = gguf_sliding_pattern(&meta, num_layers, 6)?;
                     let local = RopeConfig {
                         theta: meta.opt_f32("rope.freq_base_swa")?.unwrap_or(10_000.0),
                         scaling: RopeScaling::None,
@@ -626,6 +674,10 @@ impl ModelConfig {
             logit_divisor: granite("logit_scale")?,
             moe,
             mla,
+            lightning: match arch {
+                Arch::MiniMaxText01 => Some(gguf_lightning(&meta, num_layers)?),
+                _ => None,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -704,6 +756,15 @@ impl ModelConfig {
                 self.attention_scale
             )));
         }
+        if let Some(l) = &self.lightning {
+            if l.linear_layers.len() != self.num_layers {
+                return Err(config_err(format!(
+                    "{} lightning layer flags for {} layers",
+                    l.linear_layers.len(),
+                    self.num_layers
+                )));
+            }
+        }
         if let Some(m) = &self.mla {
             for (name, value) in [
                 ("kv_lora_rank", m.kv_lora_rank),
@@ -734,7 +795,10 @@ impl ModelConfig {
             }
             for (name, value) in [
                 ("expert intermediate size", m.expert_intermediate_size),
-                ("shared expert intermediate size", m.shared_intermediate_size),
+                (
+                    "shared expert intermediate size",
+                    m.shared_intermediate_size,
+                ),
                 ("expert count", m.router.n_expert),
             ] {
                 if value > MAX_DIM {
@@ -940,6 +1004,8 @@ fn hf_layer_kinds(
             .map(|t| match t.as_str() {
                 Some("full_attention") => Ok(AttentionKind::Full),
                 Some("sliding_attention") => Ok(AttentionKind::Sliding),
+                // MiniMax's lightning layers see every earlier position too.
+                Some("linear_attention") if arch == Arch::MiniMaxText01 => Ok(AttentionKind::Full),
                 _ => Err(ModelError::Unsupported(format!("layer type {t}"))),
             })
             .collect();
@@ -987,13 +1053,21 @@ fn hf_moe(
     num_layers: usize,
 ) -> Result<Option<MoeConfig>, ModelError> {
     let (scoring, default_norm) = match arch {
-        Arch::Mixtral | Arch::MiniMaxM2 | Arch::Ernie45Moe => (Scoring::Softmax, true),
+        Arch::Mixtral | Arch::MiniMaxM2 | Arch::Ernie45Moe | Arch::MiniMaxText01 => {
+            (Scoring::Softmax, true)
+        }
         // transformers 5 writes no scoring_func for GLM-4.5 and DeepSeek-V3, which use sigmoid.
         Arch::Glm4Moe => (Scoring::Sigmoid, false),
         Arch::Deepseek2 if model_type == "deepseek_v3" => (Scoring::Sigmoid, false),
         Arch::Deepseek2 => (Scoring::Softmax, false),
         Arch::Qwen2Moe | Arch::Qwen3Moe | Arch::Olmoe => (Scoring::Softmax, false),
-        Arch::GraniteMoe => (Scoring::SoftmaxOfTopK, false),
+        Arch::GraniteMoe | Arch::GptOss => (Scoring::SoftmaxOfTopK, false),
+        Arch::PhiMoe => (
+            Scoring::SparseMixer {
+                jitter_eps: hf.opt_f32("router_jitter_noise")?.unwrap_or(0.01),
+            },
+            false,
+        ),
         Arch::Llama | Arch::Qwen2 | Arch::Qwen3 | Arch::Gemma3 => return Ok(None),
     };
     let scoring = match hf.opt_str("scoring_func")? {
@@ -1076,7 +1150,9 @@ fn hf_moe(
         _ => vec![true; num_layers],
     };
     let shared_intermediate_size = match arch {
-        Arch::Qwen2Moe => hf.opt_usize("shared_expert_intermediate_size")?.unwrap_or(0),
+        Arch::Qwen2Moe => hf
+            .opt_usize("shared_expert_intermediate_size")?
+            .unwrap_or(0),
         Arch::Ernie45Moe => {
             hf.opt_usize("moe_num_shared_experts")?.unwrap_or(0) * expert_intermediate_size
         }
@@ -1107,7 +1183,92 @@ fn hf_moe(
         shared_intermediate_size,
         shared_expert_gate: arch == Arch::Qwen2Moe && shared_intermediate_size > 0,
         sparse_layers,
+        activation: match arch {
+            Arch::GptOss => ExpertActivation::ClampedSwiglu {
+                alpha: hf.opt_f32("swiglu_alpha")?.unwrap_or(1.702),
+                limit: hf.opt_f32("swiglu_limit")?.unwrap_or(7.0),
+            },
+            _ => ExpertActivation::Swiglu,
+        },
     }))
+}
+
+/// MiniMax-Text-01's layer pattern and residual factors from `config.json`: transformers 5's
+/// `layer_types` and `*_alpha_factor` / `*_beta_factor`, or the original `attn_type_list` (0 =
+/// lightning) and `layernorm_*_alpha` / `_beta`.
+fn hf_lightning(hf: &HfKeys, num_layers: usize) -> Result<LightningConfig, ModelError> {
+    let list = |key: &str| -> Option<&Vec<Value>> {
+        hf.present(key)
+            .and_then(Value::as_array)
+            .filter(|l| l.len() == num_layers)
+    };
+    let linear_layers = if let Some(types) = list("layer_types") {
+        types
+            .iter()
+            .map(|t| t.as_str() == Some("linear_attention"))
+            .collect()
+    } else if let Some(types) = list("attn_type_list") {
+        types.iter().map(|t| t.as_u64() == Some(0)).collect()
+    } else {
+        return Err(config_err(format!(
+            "MiniMax needs \"layer_types\" or \"attn_type_list\" with {num_layers} entries"
+        )));
+    };
+    let factor = |new: &str, old: &str| -> Result<f32, ModelError> {
+        Ok(match hf.opt_f32(new)? {
+            Some(f) => f,
+            None => hf.opt_f32(old)?.unwrap_or(1.0),
+        })
+    };
+    Ok(LightningConfig {
+        linear_layers,
+        linear_attn_alpha: factor(
+            "linear_attn_alpha_factor",
+            "layernorm_linear_attention_alpha",
+        )?,
+        linear_attn_beta: factor("linear_attn_beta_factor", "layernorm_linear_attention_beta")?,
+        full_attn_alpha: factor("full_attn_alpha_factor", "layernorm_full_attention_alpha")?,
+        full_attn_beta: factor("full_attn_beta_factor", "layernorm_full_attention_beta")?,
+        mlp_alpha: factor("mlp_alpha_factor", "layernorm_mlp_alpha")?,
+        mlp_beta: factor("mlp_beta_factor", "layernorm_mlp_beta")?,
+    })
+}
+
+/// MiniMax-Text-01 in GGUF, as llama.cpp reads it: `attention.recurrent_layers` or every
+/// `full_attention_interval`-th layer (default 8) softmax; one `residual_scale` for every α, β = 1.
+fn gguf_lightning(meta: &GgufKeys, num_layers: usize) -> Result<LightningConfig, ModelError> {
+    let (full, recurrent) = meta.value("attention.recurrent_layers");
+    let linear_layers = match recurrent {
+        Some(MetaValue::Array(items)) if items.len() == num_layers => items
+            .iter()
+            .map(|v| match v {
+                MetaValue::Bool(b) => Ok(*b),
+                other => Err(config_err(format!("{full} holds a non-bool {other:?}"))),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => {
+            return Err(config_err(format!(
+                "{full} is not a list of {num_layers} bools"
+            )))
+        }
+        None => {
+            let interval = meta
+                .opt_usize("full_attention_interval")?
+                .unwrap_or(8)
+                .max(1);
+            (0..num_layers).map(|i| (i + 1) % interval != 0).collect()
+        }
+    };
+    let alpha = meta.opt_f32("residual_scale")?.unwrap_or(1.0);
+    Ok(LightningConfig {
+        linear_layers,
+        linear_attn_alpha: alpha,
+        linear_attn_beta: 1.0,
+        full_attn_alpha: alpha,
+        full_attn_beta: 1.0,
+        mlp_alpha: alpha,
+        mlp_beta: 1.0,
+    })
 }
 
 /// The MoE section of GGUF metadata (llama.cpp's `{arch}.expert_*` keys), present when the file
@@ -1127,7 +1288,9 @@ fn gguf_moe(
         None => meta.usize("feed_forward_length")?,
     };
     let scoring = match (arch, meta.opt_usize("expert_gating_func")?) {
-        (Arch::GraniteMoe, _) => Scoring::SoftmaxOfTopK,
+        (Arch::GraniteMoe | Arch::GptOss, _) => Scoring::SoftmaxOfTopK,
+        // GGUF has no jitter eps; transformers' default.
+        (Arch::PhiMoe, _) => Scoring::SparseMixer { jitter_eps: 0.01 },
         (_, None | Some(1)) => Scoring::Softmax,
         (_, Some(2)) => Scoring::Sigmoid,
         (_, Some(other)) => {
@@ -1139,10 +1302,19 @@ fn gguf_moe(
     };
     let default_norm = matches!(
         arch,
-        Arch::Mixtral | Arch::Qwen3Moe | Arch::MiniMaxM2 | Arch::Ernie45Moe
+        Arch::Mixtral | Arch::Qwen3Moe | Arch::MiniMaxM2 | Arch::Ernie45Moe | Arch::MiniMaxText01
     );
-    let normalization = match meta.opt_bool("expert_weights_norm")?.unwrap_or(default_norm) {
-        _ if scoring == Scoring::SoftmaxOfTopK => Normalization::None,
+    let normalization = match meta
+        .opt_bool("expert_weights_norm")?
+        .unwrap_or(default_norm)
+    {
+        _ if matches!(
+            scoring,
+            Scoring::SoftmaxOfTopK | Scoring::SparseMixer { .. }
+        ) =>
+        {
+            Normalization::None
+        }
         // GGUF has no moe_norm_min; transformers' default.
         true if arch == Arch::Ernie45Moe => Normalization::SumClamped { min: 1e-12 },
         true => Normalization::Sum,
@@ -1186,6 +1358,11 @@ fn gguf_moe(
         sparse_layers: (0..num_layers)
             .map(|i| i >= leading_dense && (i + 1) % step == 0)
             .collect(),
+        // llama.cpp fixes gpt-oss's constants; GGUF carries none.
+        activation: match arch {
+            Arch::GptOss => ExpertActivation::GPT_OSS,
+            _ => ExpertActivation::Swiglu,
+        },
     }))
 }
 
@@ -1290,7 +1467,8 @@ fn gguf_rope_scaling(meta: &GgufKeys) -> Result<RopeScaling, ModelError> {
                 attention_factor,
                 mscale: None,
                 mscale_all_dim: None,
-                truncate: true,
+                // gpt-oss is released with `truncate: false`, which GGUF cannot record.
+                truncate: meta.arch != "gpt-oss",
             })
         }
         (Some(other), _) => Err(ModelError::Unsupported(format!(
@@ -1299,11 +1477,12 @@ fn gguf_rope_scaling(meta: &GgufKeys) -> Result<RopeScaling, ModelError> {
     }
 }
 
-/// llama.cpp's gemma3 rule: an explicit per-layer bool list, or a period `n` (default 6) where
+/// llama.cpp's rule: an explicit per-layer bool list, or a period `n` (`default_period`) where
 /// layer `i` slides when `i % n < n - 1`.
 fn gguf_sliding_pattern(
     meta: &GgufKeys,
     num_layers: usize,
+    default_period: usize,
 ) -> Result<Vec<AttentionKind>, ModelError> {
     let (full, value) = meta.value("attention.sliding_window_pattern");
     let kind = |sliding: bool| {
@@ -1333,7 +1512,7 @@ fn gguf_sliding_pattern(
             let period = match other {
                 Some(v) => meta_usize(&v)
                     .ok_or_else(|| config_err(format!("{full} is not an integer or list")))?,
-                None => 6,
+                None => default_period,
             };
             Ok((0..num_layers)
                 .map(|i| kind(period == 0 || i % period < period - 1))

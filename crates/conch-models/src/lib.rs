@@ -14,11 +14,9 @@ mod weights;
 
 pub use arch::Arch;
 pub use blocks::moe_ffn::{ExpertCounts, RoutingObserver};
-pub use config::{
-    Activation, AttentionKind, ModelConfig, MoeConfig, ParameterCounts, RopeConfig,
-};
-pub use moe::Routing;
+pub use config::{Activation, AttentionKind, ModelConfig, MoeConfig, ParameterCounts, RopeConfig};
 pub use kv_cache::KvCache;
+pub use moe::Routing;
 
 use conch_formats::{FormatError, GgufFile, HfModelDir};
 use thiserror::Error;

@@ -129,7 +129,10 @@ impl RoutingLog {
         let n = r.tokens.len();
         let layers: Vec<usize> = self.choices.keys().map(|k| k.0).collect();
         for l in &layers {
-            assert!(r.layers.contains_key(l), "{what}: layer {l} routed but is dense in the reference");
+            assert!(
+                r.layers.contains_key(l),
+                "{what}: layer {l} routed but is dense in the reference"
+            );
         }
         for (&layer, rec) in &r.layers {
             for t in 0..n {
@@ -158,7 +161,11 @@ fn check_model(label: &str, model: &dyn Model, r: &Reference) {
     let n = r.tokens.len();
     assert_eq!(model.config().vocab_size, r.vocab);
     let moe = model.config().moe.as_ref().expect("an MoE configuration");
-    assert_eq!(moe.num_sparse_layers(), r.layers.len(), "{label}: MoE layers");
+    assert_eq!(
+        moe.num_sparse_layers(),
+        r.layers.len(),
+        "{label}: MoE layers"
+    );
 
     let mut log = RoutingLog::default();
     let mut cache = model.new_cache(n);
@@ -254,10 +261,14 @@ fn olmoe() {
     let want = unclipped
         .forward(&r.tokens, &mut unclipped.new_cache(n), true)
         .unwrap();
-    let got = gguf.forward(&r.tokens, &mut gguf.new_cache(n), true).unwrap();
+    let got = gguf
+        .forward(&r.tokens, &mut gguf.new_cache(n), true)
+        .unwrap();
     assert_close("olmoe (gguf) vs hf without clipping", &got, &want);
     assert!(
-        want.iter().zip(&r.logits).any(|(a, b)| (a - b).abs() > 1e-2),
+        want.iter()
+            .zip(&r.logits)
+            .any(|(a, b)| (a - b).abs() > 1e-2),
         "clipping should matter in this fixture"
     );
     let mut cache = gguf.new_cache(n);
@@ -291,12 +302,37 @@ fn glm4_moe() {
     check_fixture("glm4_moe");
 }
 
+#[test]
+fn deepseek_v2() {
+    check_fixture("deepseek_v2");
+}
+
+#[test]
+fn deepseek_v3() {
+    check_fixture("deepseek_v3");
+}
+
+#[test]
+fn gpt_oss() {
+    check_fixture("gpt_oss");
+}
+
+#[test]
+fn phimoe() {
+    check_fixture("phimoe");
+}
+
+#[test]
+fn minimax_text01() {
+    check_fixture("minimax_text01");
+}
+
 /// Expert counts sum to tokens × top-k per MoE layer and agree with the recorded choices.
 #[test]
 fn expert_counts_follow_the_recorded_routing() {
     let r = reference("qwen3_moe_mixed");
-    let model = load_hf(&HfModelDir::open(&fixture_dir("qwen3_moe_mixed").join("hf")).unwrap())
-        .unwrap();
+    let model =
+        load_hf(&HfModelDir::open(&fixture_dir("qwen3_moe_mixed").join("hf")).unwrap()).unwrap();
     let mut counts = ExpertCounts::default();
     let mut cache = model.new_cache(r.tokens.len());
     model
@@ -322,7 +358,15 @@ fn expert_counts_follow_the_recorded_routing() {
 /// Total and active parameter counts agree with the tensors of the checkpoint.
 #[test]
 fn parameter_counts_match_the_checkpoint() {
-    for name in ["mixtral", "qwen2_moe", "qwen3_moe_mixed", "granitemoe"] {
+    for name in [
+        "mixtral",
+        "qwen2_moe",
+        "qwen3_moe_mixed",
+        "granitemoe",
+        "deepseek_v2",
+        "deepseek_v3",
+        "ernie4_5_moe",
+    ] {
         let dir = HfModelDir::open(&fixture_dir(name).join("hf")).unwrap();
         let model = load_hf(&dir).unwrap();
         let c = model.config();
@@ -331,14 +375,15 @@ fn parameter_counts_match_the_checkpoint() {
         assert_eq!(counts.total, stored, "{name}: total");
         let moe = c.moe.as_ref().unwrap();
         let per_expert = 3 * (c.hidden_size * moe.expert_intermediate_size) as u64;
-        let unused = (moe.n_expert() - moe.top_k()) as u64 * per_expert * moe.num_sparse_layers() as u64;
+        let unused =
+            (moe.n_expert() - moe.top_k()) as u64 * per_expert * moe.num_sparse_layers() as u64;
         assert_eq!(counts.active, counts.total - unused, "{name}: active");
         assert!(!moe.routing_description().is_empty());
     }
 }
 
-/// Elements of every tensor in a safetensors file except biases and q/k norms (the count leaves
-/// them out).
+/// Elements of every tensor in a safetensors file except biases (correction biases too) and q/k
+/// norms (the count leaves them out).
 fn count_stored_weights(path: &Path) -> u64 {
     let bytes = std::fs::read(path).unwrap();
     let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
@@ -350,6 +395,7 @@ fn count_stored_weights(path: &Path) -> u64 {
         .filter(|(k, _)| {
             *k != "__metadata__"
                 && !k.ends_with(".bias")
+                && !k.ends_with("e_score_correction_bias")
                 && !k.ends_with("q_norm.weight")
                 && !k.ends_with("k_norm.weight")
         })
@@ -362,4 +408,129 @@ fn count_stored_weights(path: &Path) -> u64 {
                 .product::<u64>()
         })
         .sum()
+}
+
+/// Copies a fixture's HF directory with `config.json` rewritten by `edit`.
+fn hf_copy_with_config(
+    name: &str,
+    tag: &str,
+    edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> PathBuf {
+    let src = fixture_dir(name).join("hf");
+    let dst = std::env::temp_dir().join(format!("conch-moe-{}-{name}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    edit(config.as_object_mut().unwrap());
+    std::fs::write(
+        dst.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    dst
+}
+
+fn load_error(dir: &Path) -> String {
+    match load_hf(&HfModelDir::open(dir).unwrap()) {
+        Ok(_) => panic!("{} loaded", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Inconsistent MoE configurations are errors that say what is wrong, not panics.
+#[test]
+fn bad_moe_configs_are_named_errors() {
+    use serde_json::json;
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "num_experts_per_tok",
+            json!(9),
+            "cannot choose 9 of 8 experts",
+        ),
+        ("num_local_experts", json!(0), "cannot choose"),
+        // The weights hold 8 experts; a configuration of 12 names a tensor that is not there.
+        ("num_local_experts", json!(12), "experts.8"),
+        (
+            "intermediate_size",
+            json!(41),
+            "block_sparse_moe.experts.0.w1.weight",
+        ),
+    ];
+    for (i, (key, value, needle)) in cases.into_iter().enumerate() {
+        let dir = hf_copy_with_config("mixtral", &i.to_string(), |c| {
+            c.insert(key.into(), value.clone());
+        });
+        let err = load_error(&dir);
+        assert!(err.contains(needle), "{key}={value}: {err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let dir = hf_copy_with_config("deepseek_v3", "groups", |c| {
+        c.insert("n_group".into(), json!(3));
+    });
+    let err = load_error(&dir);
+    assert!(err.contains("do not split into 3 groups"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// transformers-4 hub key names (`num_experts`, `scoring_func`, `topk_method`, MiniMax's
+/// `attn_type_list` and `layernorm_*` factors) give the same model.
+#[test]
+fn hub_config_keys_give_the_same_model() {
+    use serde_json::json;
+    let dir = hf_copy_with_config("qwen3_moe", "hub", |c| {
+        let n = c.remove("num_local_experts").unwrap();
+        c.insert("num_experts".into(), n);
+    });
+    let model = load_hf(&HfModelDir::open(&dir).unwrap()).unwrap();
+    check_model(
+        "qwen3_moe (hub keys)",
+        model.as_ref(),
+        &reference("qwen3_moe"),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let dir = hf_copy_with_config("deepseek_v3", "hub", |c| {
+        c.insert("scoring_func".into(), json!("sigmoid"));
+        c.insert("topk_method".into(), json!("noaux_tc"));
+    });
+    let model = load_hf(&HfModelDir::open(&dir).unwrap()).unwrap();
+    check_model(
+        "deepseek_v3 (hub keys)",
+        model.as_ref(),
+        &reference("deepseek_v3"),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let dir = hf_copy_with_config("minimax_text01", "hub", |c| {
+        let types = c.remove("layer_types").unwrap();
+        let list: Vec<u64> = types
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| u64::from(t.as_str() == Some("full_attention")))
+            .collect();
+        c.insert("attn_type_list".into(), json!(list));
+        for (new, old) in [
+            (
+                "linear_attn_alpha_factor",
+                "layernorm_linear_attention_alpha",
+            ),
+            ("full_attn_alpha_factor", "layernorm_full_attention_alpha"),
+            ("mlp_alpha_factor", "layernorm_mlp_alpha"),
+        ] {
+            let v = c.remove(new).unwrap();
+            c.insert(old.into(), v);
+        }
+    });
+    let model = load_hf(&HfModelDir::open(&dir).unwrap()).unwrap();
+    check_model(
+        "minimax_text01 (hub keys)",
+        model.as_ref(),
+        &reference("minimax_text01"),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -65,8 +65,16 @@ impl Act {
 }
 
 impl QuantActs {
-    /// Quantizes `x` (`n × cols`, `cols` a multiple of the format's block) in place of the previous contents.
-    pub(crate) fn quantize(&mut self, format: ActFormat, x: &[f32], n: usize, cols: usize) {
+    /// Quantizes `x` (`n × cols`, `cols` a multiple of the format's block) in place of the
+    /// previous contents; with `simd`, by AVX-512 code where the CPU has it (same results).
+    pub(crate) fn quantize(
+        &mut self,
+        format: ActFormat,
+        x: &[f32],
+        n: usize,
+        cols: usize,
+        simd: bool,
+    ) {
         debug_assert_eq!(x.len(), n * cols);
         debug_assert_eq!(cols % format.block(), 0);
         self.cols = cols;
@@ -89,6 +97,10 @@ impl QuantActs {
         let sums = SyncPtr(self.sums.as_mut_ptr());
         let bsums = SyncPtr(self.bsums.as_mut_ptr());
         let per_row = cols / self.block;
+        #[cfg(target_arch = "x86_64")]
+        let simd = simd && crate::cpu::supports(crate::cpu::Isa::Avx512);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = simd;
         let quantize_row = |t: usize| {
             // SAFETY: row `t` owns disjoint ranges of every buffer, each sized above for `n` rows.
             let (qs, d) = unsafe {
@@ -103,6 +115,11 @@ impl QuantActs {
                     let sums = unsafe {
                         std::slice::from_raw_parts_mut(sums.get().add(t * per_row), per_row)
                     };
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // SAFETY: AVX-512 is supported (checked above); slices as below.
+                        return unsafe { x86::row_q8x32(xs, qs, d, sums) };
+                    }
                     for (b, (xb, qb)) in
                         xs.chunks_exact(32).zip(qs.chunks_exact_mut(32)).enumerate()
                     {
@@ -114,6 +131,11 @@ impl QuantActs {
                     let bsums = unsafe {
                         std::slice::from_raw_parts_mut(bsums.get().add(t * cols / 16), cols / 16)
                     };
+                    #[cfg(target_arch = "x86_64")]
+                    if simd {
+                        // SAFETY: AVX-512 is supported (checked above); slices as below.
+                        return unsafe { x86::row_q8x256(xs, qs, d, bsums) };
+                    }
                     for (b, (xb, qb)) in xs
                         .chunks_exact(256)
                         .zip(qs.chunks_exact_mut(256))
@@ -173,6 +195,76 @@ fn quantize_block(x: &[f32], q: &mut [i8]) -> f32 {
     d
 }
 
+/// AVX-512 versions of the row quantizers, giving the same bytes, scales and sums: the scale,
+/// its inverse and the products are the same f32 operations, and the conversion rounds to
+/// nearest even like [`quantize_block`].
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// Quantizes 32·k values (`per_block` 32-value chunks per scale) starting at `x`, storing the
+    /// bytes at `q` and returning the scale; `chunk(i, qv)` sees each chunk's 16-lane halves.
+    #[inline(always)]
+    unsafe fn block(
+        x: *const f32,
+        q: *mut i8,
+        len: usize,
+        mut chunk: impl FnMut(usize, __m512i),
+    ) -> f32 {
+        let mut amax = _mm512_setzero_ps();
+        for i in (0..len).step_by(16) {
+            amax = _mm512_max_ps(amax, _mm512_abs_ps(_mm512_loadu_ps(x.add(i))));
+        }
+        let amax = _mm512_reduce_max_ps(amax);
+        if amax == 0.0 {
+            std::ptr::write_bytes(q, 0, len);
+            for i in (0..len).step_by(16) {
+                chunk(i / 16, _mm512_setzero_si512());
+            }
+            return 0.0;
+        }
+        let d = amax / 127.0;
+        let id = _mm512_set1_ps(1.0 / d);
+        for i in (0..len).step_by(16) {
+            let v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x.add(i)), id));
+            _mm_storeu_si128(q.add(i) as *mut __m128i, _mm512_cvtepi32_epi8(v));
+            chunk(i / 16, v);
+        }
+        d
+    }
+
+    /// # Safety
+    /// AVX-512 F/BW/VL; `qs.len() == xs.len() == 32·d.len() == 32·sums.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn row_q8x32(xs: &[f32], qs: &mut [i8], d: &mut [f32], sums: &mut [i32]) {
+        for b in 0..d.len() {
+            let mut sum = _mm512_setzero_si512();
+            d[b] = block(
+                xs.as_ptr().add(32 * b),
+                qs.as_mut_ptr().add(32 * b),
+                32,
+                |_, v| sum = _mm512_add_epi32(sum, v),
+            );
+            sums[b] = _mm512_reduce_add_epi32(sum);
+        }
+    }
+
+    /// # Safety
+    /// AVX-512 F/BW/VL; `qs.len() == xs.len() == 256·d.len() == 16·bsums.len()`.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    pub(super) unsafe fn row_q8x256(xs: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
+        for b in 0..d.len() {
+            let bs = bsums.as_mut_ptr().add(16 * b);
+            d[b] = block(
+                xs.as_ptr().add(256 * b),
+                qs.as_mut_ptr().add(256 * b),
+                256,
+                |i, v| *bs.add(i) = _mm512_reduce_add_epi32(v) as i16,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,11 +272,24 @@ mod tests {
     #[test]
     fn blocks_round_trip_within_half_a_step() {
         let x: Vec<f32> = (0..2 * 512)
-            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.013)
+            .map(|i| {
+                // One all-zero 256-value block.
+                if (256..512).contains(&i) {
+                    0.0
+                } else {
+                    ((i * 37 % 101) as f32 - 50.0) * 0.013
+                }
+            })
             .collect();
         for format in [ActFormat::Q8x32, ActFormat::Q8x256] {
             let mut acts = QuantActs::default();
-            acts.quantize(format, &x, 2, 512);
+            acts.quantize(format, &x, 2, 512, false);
+            let mut simd = QuantActs::default();
+            simd.quantize(format, &x, 2, 512, true);
+            assert_eq!(acts.qs, simd.qs, "{format:?}");
+            assert_eq!(acts.d, simd.d, "{format:?}");
+            assert_eq!(acts.sums, simd.sums, "{format:?}");
+            assert_eq!(acts.bsums, simd.bsums, "{format:?}");
             let b = format.block();
             for (i, &v) in x.iter().enumerate() {
                 let d = acts.d[i / b];

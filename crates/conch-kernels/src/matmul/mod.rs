@@ -10,11 +10,16 @@
 //! - Every other type (Q2_K, Q3_K, Q8_1, Q8_K, MXFP4): each weight row is dequantized to f32 and
 //!   dotted in f32.
 //!
+//! At [`Isa::Amx`], products of many tokens with 32-value-block weights (and Q4_K, Q5_K) run on
+//! the AMX tiles ([`amx`]); fewer tokens and other types use the AVX-512 kernels.
+//!
 //! Work is split over output rows (and blocks of tokens when there are many) across the
 //! [`pool`]. Several tokens are computed together so each weight row is decoded once per tile.
 //! [`Isa::Scalar`] kernels are the reference the SIMD kernels are tested against.
 
 mod act;
+#[cfg(target_arch = "x86_64")]
+mod amx;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 mod x86;
@@ -128,7 +133,7 @@ fn kernel(isa: Isa, dtype: DType) -> Option<RowKernel> {
     match isa {
         Isa::Scalar => scalar::kernel(dtype),
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 | Isa::Avx512 => x86::kernel(isa, dtype),
+        Isa::Avx2 | Isa::Avx512 | Isa::Amx => x86::kernel(isa, dtype),
         #[cfg(not(target_arch = "x86_64"))]
         _ => scalar::kernel(dtype),
     }
@@ -187,7 +192,11 @@ pub fn matmul_with_isa(isa: Isa, w: QMatrix<'_>, x: &[f32], n: usize, y: &mut [f
                 let mut fresh = QuantActs::default();
                 let mut borrowed = cell.try_borrow_mut();
                 let acts = borrowed.as_deref_mut().unwrap_or(&mut fresh);
-                acts.quantize(format, x, n, w.cols);
+                acts.quantize(format, x, n, w.cols, isa >= Isa::Avx512);
+                #[cfg(target_arch = "x86_64")]
+                if isa == Isa::Amx && n >= amx::MIN_TOKENS && amx::handles(w.dtype) {
+                    return amx::matmul(w, acts, format, n, y);
+                }
                 run(w, n, y, k, Walk::Rows, |t| acts.row(t));
             })
         }

@@ -60,7 +60,7 @@ impl IntDot for Vnni {
 }
 
 #[inline(always)]
-unsafe fn f16_at(p: *const u8) -> f32 {
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
     _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(
         std::ptr::read_unaligned(p as *const u16) as i32,
     )))
@@ -72,7 +72,7 @@ const PREFETCH_AHEAD: usize = 2048;
 
 /// Prefetches the cache lines `PREFETCH_AHEAD` bytes after `[p, p + len)`.
 #[inline(always)]
-unsafe fn prefetch(p: *const u8, len: usize) {
+pub(super) unsafe fn prefetch(p: *const u8, len: usize) {
     let mut off = 0;
     while off < len {
         // Prefetching never faults, so running past the end of the matrix is harmless.
@@ -89,7 +89,7 @@ unsafe fn hsum_ps(v: __m256) -> f32 {
 }
 
 #[inline(always)]
-unsafe fn load256(p: *const u8) -> __m256i {
+pub(super) unsafe fn load256(p: *const u8) -> __m256i {
     _mm256_loadu_si256(p as *const __m256i)
 }
 
@@ -130,7 +130,7 @@ unsafe fn broadcast_i16(v: __m256i, i: usize) -> __m256i {
 }
 
 /// A weight format of 32-value blocks.
-trait Block32 {
+pub(super) trait Block32 {
     const BYTES: usize;
     /// `decode` returns signed bytes (Q8_0) instead of unsigned ones.
     const SIGNED: bool;
@@ -175,11 +175,11 @@ unsafe fn pair_index() -> __m512i {
     _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
 }
 
-struct Q4_0;
-struct Q4_1;
-struct Q5_0;
-struct Q5_1;
-struct Q8_0;
+pub(super) struct Q4_0;
+pub(super) struct Q4_1;
+pub(super) struct Q5_0;
+pub(super) struct Q5_1;
+pub(super) struct Q8_0;
 
 impl Block32 for Q4_0 {
     const BYTES: usize = 18;

@@ -15,6 +15,8 @@ const SPEC: DecoderSpec = DecoderSpec {
     hf_ffn_norm: "pre_feedforward_layernorm",
     hf_moe: None,
     gguf_ffn_norm: "ffn_norm",
+    sinks: None,
+    layer_norm: false,
 };
 
 pub(super) fn build(

@@ -13,6 +13,8 @@ pub(super) const SPEC: DecoderSpec = DecoderSpec {
     hf_ffn_norm: "post_attention_layernorm",
     hf_moe: None,
     gguf_ffn_norm: "ffn_norm",
+    sinks: None,
+    layer_norm: false,
 };
 
 pub(super) fn build(

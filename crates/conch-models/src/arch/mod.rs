@@ -3,14 +3,18 @@
 //! Adding an architecture means a file here, a variant of [`Arch`] and its row in the tables of
 //! `impl Arch` (names and builder).
 
+mod deepseek2;
 mod ernie4_5_moe;
 mod gemma3;
 mod glm4_moe;
+mod gpt_oss;
 mod granitemoe;
 mod llama;
 mod minimax_m2;
+mod minimax_text01;
 mod mixtral;
 mod olmoe;
+mod phimoe;
 mod qwen2;
 mod qwen2_moe;
 mod qwen3;
@@ -39,11 +43,18 @@ pub enum Arch {
     Ernie45Moe,
     /// GLM-4.5 / 4.6 MoE.
     Glm4Moe,
+    /// DeepSeek-V2 and V3 (one GGUF architecture, `deepseek2`).
+    Deepseek2,
+    GptOss,
+    /// Phi-3.5-MoE.
+    PhiMoe,
+    /// MiniMax-Text-01 and MiniMax-M1.
+    MiniMaxText01,
 }
 
 impl Arch {
     /// Every architecture; `Llama` comes before `Mixtral`, which shares its GGUF name.
-    pub const ALL: [Arch; 12] = [
+    pub const ALL: [Arch; 16] = [
         Arch::Llama,
         Arch::Qwen2,
         Arch::Qwen3,
@@ -56,6 +67,10 @@ impl Arch {
         Arch::MiniMaxM2,
         Arch::Ernie45Moe,
         Arch::Glm4Moe,
+        Arch::Deepseek2,
+        Arch::GptOss,
+        Arch::PhiMoe,
+        Arch::MiniMaxText01,
     ];
 
     /// `general.architecture` in GGUF files (llama.cpp writes Mixtral as `llama` with experts).
@@ -72,6 +87,10 @@ impl Arch {
             Arch::MiniMaxM2 => "minimax-m2",
             Arch::Ernie45Moe => "ernie4_5-moe",
             Arch::Glm4Moe => "glm4moe",
+            Arch::Deepseek2 => "deepseek2",
+            Arch::GptOss => "gpt-oss",
+            Arch::PhiMoe => "phimoe",
+            Arch::MiniMaxText01 => "minimax-01",
         }
     }
 
@@ -98,6 +117,10 @@ impl Arch {
             Arch::MiniMaxM2 => &["minimax_m2"],
             Arch::Ernie45Moe => &["ernie4_5_moe"],
             Arch::Glm4Moe => &["glm4_moe"],
+            Arch::Deepseek2 => &["deepseek_v2", "deepseek_v3"],
+            Arch::GptOss => &["gpt_oss"],
+            Arch::PhiMoe => &["phimoe"],
+            Arch::MiniMaxText01 => &["minimax", "minimax_text_01", "minimax_m1"],
         }
     }
 
@@ -130,6 +153,10 @@ impl Arch {
             Arch::MiniMaxM2 => decoder(config, store, source, &minimax_m2::SPEC),
             Arch::Ernie45Moe => decoder(config, store, source, &ernie4_5_moe::SPEC),
             Arch::Glm4Moe => decoder(config, store, source, &glm4_moe::SPEC),
+            Arch::Deepseek2 => decoder(config, store, source, &deepseek2::SPEC),
+            Arch::GptOss => decoder(config, store, source, &gpt_oss::SPEC),
+            Arch::PhiMoe => decoder(config, store, source, &phimoe::SPEC),
+            Arch::MiniMaxText01 => decoder(config, store, source, &minimax_text01::SPEC),
         }
     }
 }

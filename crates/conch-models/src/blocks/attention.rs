@@ -1,7 +1,7 @@
-//! Causal self-attention with grouped KV heads, optional sliding window, q/k norms, q/k/v clipping
-//! and soft-capping.
+//! Causal self-attention with grouped KV heads, optional sliding window, q/k norms, q/k/v clipping,
+//! soft-capping and attention sinks.
 
-use super::{Linear, RmsNorm, Rope};
+use super::{Linear, Norm, Rope};
 use crate::kv_cache::KvCache;
 use conch_kernels::{ops, pool};
 use std::cell::RefCell;
@@ -18,8 +18,8 @@ pub struct Attention {
     pub v: Linear,
     pub o: Linear,
     /// Per-head RMS norms of queries and keys before rotation (Qwen 3, Gemma 3).
-    pub q_norm: Option<RmsNorm>,
-    pub k_norm: Option<RmsNorm>,
+    pub q_norm: Option<Norm>,
+    pub k_norm: Option<Norm>,
     pub rope: Rope,
     pub num_heads: usize,
     pub num_kv_heads: usize,
@@ -30,6 +30,9 @@ pub struct Attention {
     pub softcap: Option<f32>,
     /// Queries, keys and values are clamped to `±clip` after the norms (OLMoE's `clip_qkv`).
     pub clip_qkv: Option<f32>,
+    /// Per head, a learned logit that joins the softmax without a value (gpt-oss's sinks): it takes
+    /// probability mass away from the real positions.
+    pub sinks: Option<Vec<f32>>,
 }
 
 /// Buffers reused by every layer of one forward pass.
@@ -120,7 +123,14 @@ impl Attention {
             if let Some(cap) = self.softcap {
                 ops::softcap(scores, cap);
             }
-            ops::softmax(scores);
+            match &self.sinks {
+                Some(sinks) => {
+                    scores.push(sinks[head]);
+                    ops::softmax(scores);
+                    scores.pop();
+                }
+                None => ops::softmax(scores),
+            }
             ctx.fill(0.0);
             for (j, &p) in scores.iter().enumerate() {
                 ops::axpy(p, &values[(first + j) * kv_dim + kv_off..][..hd], ctx);

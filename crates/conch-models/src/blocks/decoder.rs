@@ -2,8 +2,10 @@
 //! feed-forward that is dense or mixture-of-experts per layer.
 
 use super::attention::AttentionScratch;
+use super::lightning::LightningAttention;
+use super::mla::LatentAttention;
 use super::moe_ffn::{HfMoeNames, MoeFfn, MoeNaming, RoutingObserver};
-use super::{Attention, Embedding, GatedFfn, Linear, RmsNorm, Rope};
+use super::{Attention, Embedding, GatedFfn, Linear, Norm, Rope};
 use crate::config::{AttentionKind, ModelConfig};
 use crate::kv_cache::KvCache;
 use crate::moe::ExpertScratch;
@@ -40,12 +42,27 @@ pub struct DecoderSpec {
     pub hf_moe: Option<HfMoeNames>,
     /// GGUF name of the norm before the feed-forward (`ffn_norm`; GLM-4.5's `post_attention_norm`).
     pub gguf_ffn_norm: &'static str,
+    /// Hugging Face name (in the layer) of per-head attention sinks, for architectures with them
+    /// (GGUF: `attn_sinks.weight`).
+    pub sinks: Option<&'static str>,
+    /// Layer norms (with their biases when the file has them) instead of RMS norms (PhiMoE).
+    pub layer_norm: bool,
+}
+
+/// A layer's attention.
+pub enum LayerAttention {
+    /// Grouped-query attention with a K/V cache.
+    Standard(Attention),
+    /// Lightning (linear, decayed) attention (MiniMax-Text-01).
+    Lightning(LightningAttention),
+    /// Multi-head latent attention with a latent cache (DeepSeek).
+    Latent(LatentAttention),
 }
 
 /// A layer's feed-forward.
 pub enum FeedForward {
     Dense(GatedFfn),
-    Moe(MoeFfn),
+    Moe(Box<MoeFfn>),
 }
 
 /// Where the tensors come from; decides names and format-specific conventions.
@@ -56,12 +73,12 @@ pub enum Source {
 }
 
 pub struct DecoderLayer {
-    pub attn_norm: RmsNorm,
-    pub attn: Attention,
-    pub post_attn_norm: Option<RmsNorm>,
-    pub ffn_norm: RmsNorm,
+    pub attn_norm: Norm,
+    pub attn: LayerAttention,
+    pub post_attn_norm: Option<Norm>,
+    pub ffn_norm: Norm,
     pub ffn: FeedForward,
-    pub post_ffn_norm: Option<RmsNorm>,
+    pub post_ffn_norm: Option<Norm>,
 }
 
 pub struct Decoder {
@@ -69,7 +86,7 @@ pub struct Decoder {
     embedding: Embedding,
     embed_scale: Option<f32>,
     layers: Vec<DecoderLayer>,
-    final_norm: RmsNorm,
+    final_norm: Norm,
     output: Linear,
 }
 
@@ -95,8 +112,13 @@ impl Decoder {
         } else {
             0.0
         };
-        let norm = |base: &str, dim: usize| -> Result<RmsNorm, ModelError> {
-            Ok(RmsNorm::new(w.vector(base, dim)?, c.norm_eps, norm_offset))
+        let norm = |base: &str, dim: usize| -> Result<Norm, ModelError> {
+            let weight = w.vector(base, dim)?;
+            Ok(if spec.layer_norm {
+                Norm::layer_norm(weight, w.optional_bias(base, dim)?, c.norm_eps)
+            } else {
+                Norm::new(weight, c.norm_eps, norm_offset)
+            })
         };
         let linear = |base: &str, out: usize, inp: usize| -> Result<Linear, ModelError> {
             Linear::new(
@@ -144,32 +166,86 @@ impl Decoder {
             } else {
                 None
             };
-            let attn = Attention {
-                q: linear(&name(Part::Q), q_dim, hidden)?,
-                k: linear(&name(Part::K), kv_dim, hidden)?,
-                v: linear(&name(Part::V), kv_dim, hidden)?,
-                o: linear(&name(Part::Out), hidden, q_dim)?,
-                q_norm: qk_norm_dims
-                    .map(|(q, _)| norm(&name(Part::QNorm), q))
-                    .transpose()?,
-                k_norm: qk_norm_dims
-                    .map(|(_, k)| norm(&name(Part::KNorm), k))
-                    .transpose()?,
-                rope: Rope::new(rope_config, divisors)?,
-                num_heads: c.num_heads,
-                num_kv_heads: c.num_kv_heads,
-                head_dim: c.head_dim,
-                window: match c.layer_kinds[i] {
-                    AttentionKind::Sliding => c.sliding_window,
-                    AttentionKind::Full => None,
-                },
-                scale: c.attention_scale,
-                softcap: c.attn_logit_softcap,
-                clip_qkv: c.clip_qkv,
+            let rope = Rope::new(rope_config, divisors)?;
+            let lightning_layer = c.lightning.as_ref().is_some_and(|l| l.linear_layers[i]);
+            // Next to lightning layers, softmax layers repeat their KV heads so every layer's
+            // cache rows have one key per query head.
+            let kv_projection = |part: Part| -> Result<Linear, ModelError> {
+                let base = name(part);
+                match &c.lightning {
+                    Some(_) => Linear::new(
+                        repeat_kv_heads(w.matrix(&base, kv_dim, hidden)?, c)?,
+                        w.optional_bias(&base, kv_dim)?
+                            .map(|b| repeat_rows(&b, c.num_kv_heads, c.num_heads)),
+                        q_dim,
+                        hidden,
+                    ),
+                    None => linear(&base, kv_dim, hidden),
+                }
+            };
+            let attn = match &c.mla {
+                Some(dims) => {
+                    LayerAttention::Latent(LatentAttention::load(&w, source, i, c, dims, rope)?)
+                }
+                None if lightning_layer => {
+                    let part = |hf: &str, gguf: &str| match source {
+                        Source::Hf => format!("model.layers.{i}.self_attn.{hf}"),
+                        Source::Gguf => format!("blk.{i}.{gguf}"),
+                    };
+                    LayerAttention::Lightning(LightningAttention {
+                        qkv: linear(&part("qkv_proj", "attn_qkv"), 3 * q_dim, hidden)?,
+                        gate: linear(&part("output_gate", "attn_gate"), q_dim, hidden)?,
+                        norm: Norm::new(
+                            w.vector(&part("norm", "attn_norm_2"), q_dim)?,
+                            c.norm_eps,
+                            0.0,
+                        ),
+                        out: linear(&part("out_proj", "attn_output"), hidden, q_dim)?,
+                        slopes: LightningAttention::slopes(c.num_heads, i, c.num_layers),
+                        head_dim: c.head_dim,
+                    })
+                }
+                None => LayerAttention::Standard(Attention {
+                    q: linear(&name(Part::Q), q_dim, hidden)?,
+                    k: kv_projection(Part::K)?,
+                    v: kv_projection(Part::V)?,
+                    o: linear(&name(Part::Out), hidden, q_dim)?,
+                    q_norm: qk_norm_dims
+                        .map(|(q, _)| norm(&name(Part::QNorm), q))
+                        .transpose()?,
+                    k_norm: qk_norm_dims
+                        .map(|(_, k)| norm(&name(Part::KNorm), k))
+                        .transpose()?,
+                    rope,
+                    num_heads: c.num_heads,
+                    num_kv_heads: if c.lightning.is_some() {
+                        c.num_heads
+                    } else {
+                        c.num_kv_heads
+                    },
+                    head_dim: c.head_dim,
+                    window: match c.layer_kinds[i] {
+                        AttentionKind::Sliding => c.sliding_window,
+                        AttentionKind::Full => None,
+                    },
+                    scale: c.attention_scale,
+                    softcap: c.attn_logit_softcap,
+                    clip_qkv: c.clip_qkv,
+                    sinks: spec
+                        .sinks
+                        .map(|part| {
+                            let sink_name = match source {
+                                Source::Gguf => format!("blk.{i}.attn_sinks.weight"),
+                                Source::Hf => format!("model.layers.{i}.{part}"),
+                            };
+                            vector_f32(&w.required(&sink_name)?, c.num_heads)
+                        })
+                        .transpose()?,
+                }),
             };
             let ffn = match (&c.moe, moe_naming) {
                 (Some(moe), Some(naming)) if moe.sparse_layers[i] => {
-                    FeedForward::Moe(MoeFfn::load(&w, naming, i, c, moe)?)
+                    FeedForward::Moe(Box::new(MoeFfn::load(&w, naming, i, c, moe)?))
                 }
                 (Some(_), None) => {
                     return Err(ModelError::Unsupported(format!(
@@ -237,13 +313,14 @@ impl Decoder {
         if let Some(&token) = tokens.iter().find(|t| **t as usize >= vocab_size) {
             return Err(ModelError::TokenOutOfRange { token, vocab_size });
         }
-        if cache.num_layers() != self.config.num_layers || cache.kv_dim() != self.config.kv_dim() {
+        let width = self.config.cache_row_width();
+        if cache.num_layers() != self.config.num_layers || cache.kv_dim() != width {
             return Err(ModelError::CacheMismatch(format!(
                 "cache has {} layers of width {}, model has {} of width {}",
                 cache.num_layers(),
                 cache.kv_dim(),
                 self.config.num_layers,
-                self.config.kv_dim()
+                width
             )));
         }
         Ok(())
@@ -276,7 +353,11 @@ impl Decoder {
 
         let mut h = vec![0f32; n * hidden];
         let mut branch = vec![0f32; n * hidden];
-        let mut attn_scratch = AttentionScratch::new(n, c.q_dim(), c.kv_dim());
+        let kv_width = match c.lightning {
+            Some(_) => c.q_dim(),
+            None => c.kv_dim(),
+        };
+        let mut attn_scratch = AttentionScratch::new(n, c.q_dim(), kv_width);
         let mut gate = vec![0f32; n * c.intermediate_size];
         let mut up = vec![0f32; n * c.intermediate_size];
         let mut expert_scratch = ExpertScratch::default();
@@ -284,13 +365,21 @@ impl Decoder {
         for (i, layer) in self.layers.iter().enumerate() {
             h.copy_from_slice(&x);
             layer.attn_norm.forward(&mut h);
-            layer
-                .attn
-                .forward(&h, n, cache, i, &mut attn_scratch, &mut branch);
+            match &layer.attn {
+                LayerAttention::Standard(attn) => {
+                    attn.forward(&h, n, cache, i, &mut attn_scratch, &mut branch)
+                }
+                LayerAttention::Latent(attn) => attn.forward(&h, n, cache, i, &mut branch),
+                LayerAttention::Lightning(attn) => attn.forward(&h, n, cache, i, &mut branch),
+            }
             if let Some(norm) = &layer.post_attn_norm {
                 norm.forward(&mut branch);
             }
-            ops::axpy(residual, &branch, &mut x);
+            let attn_factors = c.lightning.as_ref().map(|l| match l.linear_layers[i] {
+                true => (l.linear_attn_alpha, l.linear_attn_beta),
+                false => (l.full_attn_alpha, l.full_attn_beta),
+            });
+            add_residual(&mut x, &h, &branch, residual, attn_factors);
 
             h.copy_from_slice(&x);
             layer.ffn_norm.forward(&mut h);
@@ -306,7 +395,8 @@ impl Decoder {
             if let Some(norm) = &layer.post_ffn_norm {
                 norm.forward(&mut branch);
             }
-            ops::axpy(residual, &branch, &mut x);
+            let mlp_factors = c.lightning.as_ref().map(|l| (l.mlp_alpha, l.mlp_beta));
+            add_residual(&mut x, &h, &branch, residual, mlp_factors);
         }
         cache.commit(n);
 
@@ -329,13 +419,77 @@ impl Decoder {
     }
 }
 
+/// `x += multiplier · branch`, or with MiniMax's `(α, β)` factors `x = α · normed + β · branch`
+/// (the residual is the block's normalized input).
+fn add_residual(
+    x: &mut [f32],
+    normed: &[f32],
+    branch: &[f32],
+    multiplier: f32,
+    normed_factors: Option<(f32, f32)>,
+) {
+    match normed_factors {
+        None => ops::axpy(multiplier, branch, x),
+        Some((alpha, beta)) => {
+            for ((xv, &hv), &bv) in x.iter_mut().zip(normed).zip(branch) {
+                *xv = alpha * hv + beta * bv;
+            }
+        }
+    }
+}
+
+/// The rows of `t` (`[kv_heads · head_dim, cols]`) with each KV head repeated for the query heads
+/// that share it, giving `[heads · head_dim, cols]`.
+fn repeat_kv_heads(
+    t: conch_formats::Tensor,
+    c: &ModelConfig,
+) -> Result<conch_formats::Tensor, ModelError> {
+    let cols = t.shape[1];
+    let row_bytes = t
+        .dtype
+        .bytes_for(cols)
+        .ok_or_else(|| ModelError::BadTensor {
+            name: t.name.clone(),
+            msg: format!("rows of {cols} values are not whole blocks"),
+        })?;
+    let head_bytes = row_bytes * c.head_dim;
+    let group = c.num_heads / c.num_kv_heads;
+    let mut data = Vec::with_capacity(head_bytes * c.num_heads);
+    for h in 0..c.num_heads {
+        let kv = h / group;
+        data.extend_from_slice(&t.data[kv * head_bytes..(kv + 1) * head_bytes]);
+    }
+    Ok(conch_formats::Tensor {
+        name: t.name,
+        dtype: t.dtype,
+        shape: vec![c.num_heads * c.head_dim, cols],
+        data: conch_formats::Bytes::from_vec(data),
+    })
+}
+
+/// `values` (`kv_heads` blocks) with each block repeated for the `heads / kv_heads` query heads.
+fn repeat_rows(values: &[f32], kv_heads: usize, heads: usize) -> Vec<f32> {
+    let block = values.len() / kv_heads;
+    (0..heads)
+        .flat_map(|h| {
+            values[(h / (heads / kv_heads)) * block..][..block]
+                .iter()
+                .copied()
+        })
+        .collect()
+}
+
 impl Model for Decoder {
     fn config(&self) -> &ModelConfig {
         &self.config
     }
 
     fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(self.config.num_layers, self.config.kv_dim(), capacity)
+        KvCache::new(
+            self.config.num_layers,
+            self.config.cache_row_width(),
+            capacity,
+        )
     }
 
     fn forward(

@@ -7,7 +7,7 @@
 //! value projection. This is the same product as transformers' explicit keys and values, reordered.
 
 use super::decoder::Source;
-use super::{Linear, RmsNorm, Rope};
+use super::{Linear, Norm, Rope};
 use crate::config::{MlaConfig, ModelConfig};
 use crate::kv_cache::KvCache;
 use crate::weights::Weights;
@@ -19,14 +19,14 @@ use std::sync::Mutex;
 
 enum QueryProjection {
     Direct(Linear),
-    LowRank { a: Linear, norm: RmsNorm, b: Linear },
+    LowRank { a: Linear, norm: Norm, b: Linear },
 }
 
 pub struct LatentAttention {
     q: QueryProjection,
     /// `[kv_lora_rank + rope, hidden]`: the latent vector and the shared rotary key.
     kv_a: Linear,
-    kv_norm: RmsNorm,
+    kv_norm: Norm,
     /// Per head `[kv_lora_rank, nope]`, f32: maps a query's no-position part into latent space.
     k_absorb: Vec<f32>,
     /// Per head `[v_head_dim, kv_lora_rank]`, f32: from a latent context to the head's values.
@@ -36,6 +36,23 @@ pub struct LatentAttention {
     dims: MlaConfig,
     num_heads: usize,
     scale: f32,
+}
+
+/// One file format's names of the latent-attention tensors of a layer.
+struct MlaNames {
+    layer_prefix: &'static str,
+    q: &'static str,
+    q_a: &'static str,
+    q_a_norm: &'static str,
+    q_b: &'static str,
+    kv_a: &'static str,
+    kv_a_norm: &'static str,
+    /// `[heads · (nope + v), rank]`, both up-projections in one.
+    kv_b: &'static str,
+    /// Per head `[rank, nope]` key up-projection, transposed (llama.cpp), with `v_b` beside it.
+    k_b: Option<&'static str>,
+    v_b: &'static str,
+    out: &'static str,
 }
 
 fn bad(t: &Tensor, msg: String) -> ModelError {
@@ -74,35 +91,35 @@ impl LatentAttention {
             dims.v_head_dim,
             dims.kv_lora_rank,
         );
-        let names: [&str; 11] = match source {
-            Source::Hf => [
-                "self_attn.q_proj",
-                "self_attn.q_a_proj",
-                "self_attn.q_a_layernorm",
-                "self_attn.q_b_proj",
-                "self_attn.kv_a_proj_with_mqa",
-                "self_attn.kv_a_layernorm",
-                "self_attn.kv_b_proj",
-                "",
-                "",
-                "self_attn.o_proj",
-                "model.layers",
-            ],
-            Source::Gguf => [
-                "attn_q",
-                "attn_q_a",
-                "attn_q_a_norm",
-                "attn_q_b",
-                "attn_kv_a_mqa",
-                "attn_kv_a_norm",
-                "attn_kv_b",
-                "attn_k_b",
-                "attn_v_b",
-                "attn_output",
-                "blk",
-            ],
+        let n = match source {
+            Source::Hf => MlaNames {
+                layer_prefix: "model.layers",
+                q: "self_attn.q_proj",
+                q_a: "self_attn.q_a_proj",
+                q_a_norm: "self_attn.q_a_layernorm",
+                q_b: "self_attn.q_b_proj",
+                kv_a: "self_attn.kv_a_proj_with_mqa",
+                kv_a_norm: "self_attn.kv_a_layernorm",
+                kv_b: "self_attn.kv_b_proj",
+                k_b: None,
+                v_b: "",
+                out: "self_attn.o_proj",
+            },
+            Source::Gguf => MlaNames {
+                layer_prefix: "blk",
+                q: "attn_q",
+                q_a: "attn_q_a",
+                q_a_norm: "attn_q_a_norm",
+                q_b: "attn_q_b",
+                kv_a: "attn_kv_a_mqa",
+                kv_a_norm: "attn_kv_a_norm",
+                kv_b: "attn_kv_b",
+                k_b: Some("attn_k_b"),
+                v_b: "attn_v_b",
+                out: "attn_output",
+            },
         };
-        let name = |part: &str| format!("{}.{layer}.{part}", names[10]);
+        let name = |part: &str| format!("{}.{layer}.{part}", n.layer_prefix);
         let linear = |part: &str, out: usize, inp: usize| {
             let base = name(part);
             Linear::new(
@@ -112,25 +129,25 @@ impl LatentAttention {
                 inp,
             )
         };
-        let norm = |part: &str, dim: usize| -> Result<RmsNorm, ModelError> {
-            Ok(RmsNorm::new(w.vector(&name(part), dim)?, c.norm_eps, 0.0))
+        let norm = |part: &str, dim: usize| -> Result<Norm, ModelError> {
+            Ok(Norm::new(w.vector(&name(part), dim)?, c.norm_eps, 0.0))
         };
         let q_dim = heads * (nope + rope_dim);
         let q = match dims.q_lora_rank {
-            None => QueryProjection::Direct(linear(names[0], q_dim, hidden)?),
+            None => QueryProjection::Direct(linear(n.q, q_dim, hidden)?),
             Some(q_rank) => QueryProjection::LowRank {
-                a: linear(names[1], q_rank, hidden)?,
-                norm: norm(names[2], q_rank)?,
-                b: linear(names[3], q_dim, q_rank)?,
+                a: linear(n.q_a, q_rank, hidden)?,
+                norm: norm(n.q_a_norm, q_rank)?,
+                b: linear(n.q_b, q_dim, q_rank)?,
             },
         };
-        let separate_kb = match source {
-            Source::Gguf => w.optional(&format!("{}.weight", name(names[7]))),
-            Source::Hf => None,
-        };
+        // Newer llama.cpp files split the key and value up-projections per head.
+        let separate_kb = n
+            .k_b
+            .and_then(|k_b| w.optional(&format!("{}.weight", name(k_b))));
         let (k_absorb, v_up) = match separate_kb {
             Some(k_b) => {
-                let v_b = w.required(&format!("{}.weight", name(names[8])))?;
+                let v_b = w.required(&format!("{}.weight", name(n.v_b)))?;
                 (
                     dense_f32(&k_b, &[heads, rank, nope])?,
                     dense_f32(&v_b, &[heads, v, rank])?,
@@ -138,7 +155,7 @@ impl LatentAttention {
             }
             None => {
                 // `[heads · (nope + v), rank]`: per head its key rows, then its value rows.
-                let kv_b = w.required(&format!("{}.weight", name(names[6])))?;
+                let kv_b = w.required(&format!("{}.weight", name(n.kv_b)))?;
                 let all = dense_f32(&kv_b, &[heads * (nope + v), rank])?;
                 let mut k_absorb = vec![0f32; heads * rank * nope];
                 let mut v_up = Vec::with_capacity(heads * v * rank);
@@ -156,11 +173,11 @@ impl LatentAttention {
         };
         Ok(LatentAttention {
             q,
-            kv_a: linear(names[4], rank + rope_dim, hidden)?,
-            kv_norm: norm(names[5], rank)?,
+            kv_a: linear(n.kv_a, rank + rope_dim, hidden)?,
+            kv_norm: norm(n.kv_a_norm, rank)?,
             k_absorb,
             v_up,
-            o: linear(names[9], hidden, heads * v)?,
+            o: linear(n.out, hidden, heads * v)?,
             rope,
             dims: dims.clone(),
             num_heads: heads,
@@ -170,14 +187,7 @@ impl LatentAttention {
 
     /// Attention of `x` (`n` normalized rows at positions `cache.len()..`); appends their latent rows
     /// to `layer` of `cache` and writes `out` (`n × hidden`).
-    pub fn forward(
-        &self,
-        x: &[f32],
-        n: usize,
-        cache: &mut KvCache,
-        layer: usize,
-        out: &mut [f32],
-    ) {
+    pub fn forward(&self, x: &[f32], n: usize, cache: &mut KvCache, layer: usize, out: &mut [f32]) {
         let MlaConfig {
             qk_nope_head_dim: nope,
             qk_rope_head_dim: rope,

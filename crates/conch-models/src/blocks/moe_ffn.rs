@@ -9,6 +9,7 @@ use crate::moe::{
 use crate::weights::{vector_f32, Weights};
 use crate::ModelError;
 use conch_formats::{Bytes, Tensor};
+use conch_kernels::quant::dequantize;
 use conch_kernels::{DType, QMatrix};
 use std::ops::Range;
 
@@ -74,6 +75,13 @@ pub enum HfExperts {
         gate_up: &'static str,
         down: &'static str,
     },
+    /// Stacked input-major, no `.weight` suffix, biases in `{name}_bias`: `{gate_up}` `[E, hidden,
+    /// 2·inter]` with gate and up columns alternating, `{down}` `[E, inter, hidden]` (gpt-oss).
+    /// Transposed into f32 at load.
+    StackedTransposedInterleaved {
+        gate_up: &'static str,
+        down: &'static str,
+    },
 }
 
 /// A `[rows, cols]` matrix: a whole tensor, or one expert's `range` of a stacked tensor's bytes.
@@ -136,7 +144,9 @@ impl Matrix {
     fn stacked(t: Tensor, n: usize, rows: usize, cols: usize) -> Result<Vec<Matrix>, ModelError> {
         let size = t.dtype.bytes_for(cols).and_then(|b| b.checked_mul(rows));
         match size {
-            Some(size) if t.shape == [n, rows, cols] && size.checked_mul(n) == Some(t.data.len()) => {
+            Some(size)
+                if t.shape == [n, rows, cols] && size.checked_mul(n) == Some(t.data.len()) =>
+            {
                 Ok((0..n)
                     .map(|e| Matrix {
                         dtype: t.dtype,
@@ -161,6 +171,63 @@ impl Matrix {
     }
 }
 
+impl Matrix {
+    /// The `n` matrices of a stacked input-major `[n, cols, rows]` tensor, each transposed to
+    /// `[rows, cols]` in f32, with the rows of `bias` (`[n, rows]`) when given.
+    fn stacked_transposed(
+        t: Tensor,
+        bias: Option<Tensor>,
+        n: usize,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<Matrix>, ModelError> {
+        if t.shape != [n, cols, rows] {
+            return Err(bad_tensor(
+                &t,
+                format!("shape {:?}, expected [{n}, {cols}, {rows}]", t.shape),
+            ));
+        }
+        let mut all = vec![0f32; n * cols * rows];
+        dequantize(t.dtype, &t.data, &mut all).map_err(|e| bad_tensor(&t, e.to_string()))?;
+        let biases = match bias {
+            Some(b) if b.shape == [n, rows] => {
+                let mut v = vec![0f32; n * rows];
+                dequantize(b.dtype, &b.data, &mut v).map_err(|e| bad_tensor(&b, e.to_string()))?;
+                Some(v)
+            }
+            Some(b) => {
+                return Err(bad_tensor(
+                    &b,
+                    format!("shape {:?}, expected [{n}, {rows}]", b.shape),
+                ))
+            }
+            None => None,
+        };
+        Ok(all
+            .chunks_exact(cols * rows)
+            .enumerate()
+            .map(|(e, m)| {
+                let mut bytes = Vec::with_capacity(rows * cols * 4);
+                for r in 0..rows {
+                    for c in 0..cols {
+                        bytes.extend_from_slice(&m[c * rows + r].to_le_bytes());
+                    }
+                }
+                Matrix {
+                    dtype: DType::F32,
+                    rows,
+                    cols,
+                    range: 0..bytes.len(),
+                    data: Bytes::from_vec(bytes),
+                    bias: biases
+                        .as_ref()
+                        .map(|b| b[e * rows..(e + 1) * rows].to_vec()),
+                }
+            })
+            .collect())
+    }
+}
+
 fn bad_tensor(t: &Tensor, msg: String) -> ModelError {
     ModelError::BadTensor {
         name: t.name.clone(),
@@ -171,6 +238,7 @@ fn bad_tensor(t: &Tensor, msg: String) -> ModelError {
 enum ExpertGateUp {
     Separate { gate: Matrix, up: Matrix },
     Concatenated(Matrix),
+    Interleaved(Matrix),
 }
 
 /// One expert FFN's matrices.
@@ -188,6 +256,7 @@ impl Expert {
                     up: up.projection(),
                 },
                 ExpertGateUp::Concatenated(m) => GateUp::Concatenated(m.projection()),
+                ExpertGateUp::Interleaved(m) => GateUp::Interleaved(m.projection()),
             },
             down: self.down.projection(),
         }
@@ -260,13 +329,29 @@ impl MoeFfn {
         let (router, experts, shared, shared_gate, correction_name) = match naming {
             MoeNaming::Gguf => {
                 let p = format!("blk.{layer}");
+                // With per-expert biases from `{part}.bias` `[E, rows]` when present (gpt-oss).
                 let stacked = |part: &str, rows: usize, cols: usize| {
-                    Matrix::stacked(
+                    let mut matrices = Matrix::stacked(
                         w.required(&format!("{p}.{part}.weight"))?,
                         n_expert,
                         rows,
                         cols,
-                    )
+                    )?;
+                    if let Some(mut b) = w.optional(&format!("{p}.{part}.bias")) {
+                        let name = b.name.clone();
+                        if b.shape == [n_expert, rows] {
+                            b.shape = vec![n_expert * rows];
+                        }
+                        let all =
+                            vector_f32(&b, n_expert * rows).map_err(|_| ModelError::BadTensor {
+                                name,
+                                msg: format!("expected [{n_expert}, {rows}] biases"),
+                            })?;
+                        for (m, bias) in matrices.iter_mut().zip(all.chunks_exact(rows)) {
+                            m.bias = Some(bias.to_vec());
+                        }
+                    }
+                    Ok::<_, ModelError>(matrices)
                 };
                 let gates = stacked("ffn_gate_exps", inter, hidden)?;
                 let ups = stacked("ffn_up_exps", inter, hidden)?;
@@ -334,6 +419,25 @@ impl MoeFfn {
                             })
                             .collect()
                     }
+                    HfExperts::StackedTransposedInterleaved { gate_up, down } => {
+                        let stacked = |name: &str, rows: usize, cols: usize| {
+                            Matrix::stacked_transposed(
+                                w.required(&format!("{p}.{name}"))?,
+                                w.optional(&format!("{p}.{name}_bias")),
+                                n_expert,
+                                rows,
+                                cols,
+                            )
+                        };
+                        stacked(gate_up, 2 * inter, hidden)?
+                            .into_iter()
+                            .zip(stacked(down, hidden, inter)?)
+                            .map(|(gate_up, down)| Expert {
+                                gate_up: ExpertGateUp::Interleaved(gate_up),
+                                down,
+                            })
+                            .collect()
+                    }
                 };
                 let shared = (shared_inter > 0)
                     .then(|| {
@@ -359,20 +463,17 @@ impl MoeFfn {
                 )
             }
         };
-        // Required where the architecture names one for Hugging Face checkpoints; optional in
-        // GGUF files, as in llama.cpp. Stored `[n_expert]` or `[1, n_expert]` (ERNIE).
-        let correction_bias = match (correction_name, naming) {
-            (Some(name), MoeNaming::Hf(_)) => Some(w.required(&name)?),
-            (Some(name), MoeNaming::Gguf) => w.optional(&name),
-            (None, _) => None,
-        }
-        .map(|mut t| {
-            if t.numel() == n_expert {
-                t.shape = vec![n_expert];
-            }
-            vector_f32(&t, n_expert)
-        })
-        .transpose()?;
+        // Used when present (DeepSeek-V2 has none where V3 has one, under the same names), as in
+        // llama.cpp. Stored `[n_expert]` or `[1, n_expert]` (ERNIE).
+        let correction_bias = correction_name
+            .and_then(|name| w.optional(&name))
+            .map(|mut t| {
+                if t.numel() == n_expert {
+                    t.shape = vec![n_expert];
+                }
+                vector_f32(&t, n_expert)
+            })
+            .transpose()?;
         Ok(MoeFfn {
             router_config: moe.router.clone(),
             router,
@@ -380,7 +481,7 @@ impl MoeFfn {
             experts: Experts(experts),
             shared,
             shared_gate,
-            activation: ExpertActivation::Swiglu,
+            activation: moe.activation,
         })
     }
 

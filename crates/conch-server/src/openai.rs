@@ -1,0 +1,271 @@
+//! OpenAI request bodies: parsing, checking, and turning them into prompts and generation options.
+
+use crate::error::ApiError;
+use conch_engine::{GenerateOptions, LoadedModel};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+/// Parses a JSON body, naming the offending field in the error.
+pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." || path.is_empty() {
+            ApiError::bad_request(format!("the request body is not valid: {inner}"))
+        } else {
+            ApiError::bad_request(format!("'{path}': {inner}")).with_param(&path)
+        }
+    })?;
+    de.end().map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))?;
+    Ok(parsed)
+}
+
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+pub enum StopSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize, Debug, Default)]
+pub struct StreamOptions {
+    pub include_usage: Option<bool>,
+}
+
+/// Fields shared by `/v1/chat/completions` and `/v1/completions`.
+#[derive(Deserialize, Debug, Default)]
+pub struct CommonParams {
+    pub model: Option<String>,
+    pub stream: Option<bool>,
+    pub stream_options: Option<StreamOptions>,
+    pub n: Option<u32>,
+    pub stop: Option<StopSpec>,
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub seed: Option<i64>,
+    pub presence_penalty: Option<f32>,
+    pub frequency_penalty: Option<f32>,
+    pub logit_bias: Option<HashMap<String, f32>>,
+    /// Extensions (as llama.cpp and vLLM accept them).
+    pub top_k: Option<u32>,
+    pub min_p: Option<f32>,
+    pub repetition_penalty: Option<f32>,
+    pub ignore_eos: Option<bool>,
+    /// Not supported yet: rejected when set to anything but its "off" value.
+    pub logprobs: Option<Value>,
+    pub top_logprobs: Option<Value>,
+    pub response_format: Option<Value>,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct ChatRequest {
+    pub messages: Vec<Value>,
+    pub max_completion_tokens: Option<u32>,
+    /// Passed to the chat template; tool calls in the reply are not parsed yet.
+    pub tools: Option<Vec<Value>>,
+    pub tool_choice: Option<Value>,
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+#[derive(Deserialize, Debug)]
+pub struct CompletionRequest {
+    pub prompt: Value,
+    pub echo: Option<bool>,
+    pub best_of: Option<u32>,
+    pub suffix: Option<String>,
+    #[serde(flatten)]
+    pub common: CommonParams,
+}
+
+/// A prompt of `/v1/completions`: text, or token ids given directly.
+pub enum PromptInput {
+    Text(String),
+    Tokens(Vec<u32>),
+}
+
+impl CommonParams {
+    /// Whether the stream should end with a chunk carrying `usage`.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+    }
+
+    pub fn choices(&self) -> Result<usize, ApiError> {
+        match self.n {
+            None => Ok(1),
+            Some(0) => Err(ApiError::bad_request("n must be at least 1").with_param("n")),
+            Some(n) => Ok(n as usize),
+        }
+    }
+
+    /// Rejects what this server does not implement, rather than ignoring it.
+    fn reject_unsupported(&self) -> Result<(), ApiError> {
+        let off = |v: &Option<Value>| matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)));
+        if !off(&self.logprobs) {
+            return Err(ApiError::unsupported("logprobs", "logprobs"));
+        }
+        if !off(&self.top_logprobs) && self.top_logprobs != Some(Value::from(0)) {
+            return Err(ApiError::unsupported("top_logprobs", "top_logprobs"));
+        }
+        if let Some(format) = &self.response_format {
+            let kind = format.get("type").and_then(Value::as_str);
+            if !format.is_null() && kind != Some("text") {
+                return Err(ApiError::unsupported("response_format", "response_format other than {\"type\": \"text\"} (constrained JSON output)"));
+            }
+        }
+        if self.stream_options.is_some() && self.stream != Some(true) {
+            return Err(ApiError::bad_request("stream_options is only allowed when stream is true").with_param("stream_options"));
+        }
+        Ok(())
+    }
+
+    /// Generation options from the request over the model's defaults. `max_tokens` is the
+    /// request's limit, if any (the context bounds it in any case).
+    pub fn options(&self, model: &LoadedModel, max_tokens: Option<u32>) -> Result<GenerateOptions, ApiError> {
+        self.reject_unsupported()?;
+        let mut s = model.default_sampling.clone();
+        if let Some(v) = self.temperature {
+            s.temperature = v;
+        }
+        if let Some(v) = self.top_p {
+            s.top_p = v;
+        }
+        if let Some(v) = self.top_k {
+            s.top_k = v as usize;
+        }
+        if let Some(v) = self.min_p {
+            s.min_p = v;
+        }
+        if let Some(v) = self.repetition_penalty {
+            s.repetition_penalty = v;
+        }
+        for (name, value, field) in [("presence_penalty", self.presence_penalty, &mut s.presence_penalty), ("frequency_penalty", self.frequency_penalty, &mut s.frequency_penalty)] {
+            if let Some(v) = value {
+                if !(-2.0..=2.0).contains(&v) {
+                    return Err(ApiError::bad_request(format!("{name} must be between -2 and 2")).with_param(name));
+                }
+                *field = v;
+            }
+        }
+        if let Some(seed) = self.seed {
+            s.seed = Some(seed as u64);
+        }
+        if let Some(bias) = &self.logit_bias {
+            let vocab = model.model.config().vocab_size;
+            s.logit_bias.clear();
+            for (key, &value) in bias {
+                let id: u32 = key.parse().map_err(|_| ApiError::bad_request(format!("logit_bias key '{key}' is not a token id")).with_param("logit_bias"))?;
+                if id as usize >= vocab {
+                    return Err(ApiError::bad_request(format!("logit_bias token {id} is outside the vocabulary of {vocab}")).with_param("logit_bias"));
+                }
+                if !(-100.0..=100.0).contains(&value) {
+                    return Err(ApiError::bad_request(format!("logit_bias value for token {id} must be between -100 and 100")).with_param("logit_bias"));
+                }
+                s.logit_bias.insert(id, value);
+            }
+        }
+        s.validate().map_err(ApiError::bad_request)?;
+        if max_tokens == Some(0) {
+            return Err(ApiError::bad_request("max_tokens must be at least 1").with_param("max_tokens"));
+        }
+        let stop_strings = match &self.stop {
+            None => Vec::new(),
+            Some(StopSpec::One(s)) => vec![s.clone()],
+            Some(StopSpec::Many(v)) => v.clone(),
+        };
+        Ok(GenerateOptions {
+            max_tokens: max_tokens.map_or(usize::MAX, |m| m as usize),
+            sampling: s,
+            stop_strings,
+            stop_tokens: Vec::new(),
+            ignore_eos: self.ignore_eos.unwrap_or(false),
+        })
+    }
+}
+
+impl ChatRequest {
+    pub fn check_unsupported(&self) -> Result<(), ApiError> {
+        match &self.tool_choice {
+            None | Some(Value::Null) => Ok(()),
+            Some(Value::String(s)) if s == "auto" || s == "none" => Ok(()),
+            Some(_) => Err(ApiError::unsupported("tool_choice", "tool_choice other than \"auto\" or \"none\"")),
+        }
+    }
+
+    /// The messages as the chat template expects them: content parts joined into one string.
+    pub fn template_messages(&self) -> Result<Vec<Value>, ApiError> {
+        if self.messages.is_empty() {
+            return Err(ApiError::bad_request("messages must hold at least one message").with_param("messages"));
+        }
+        self.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect()
+    }
+}
+
+fn template_message(i: usize, message: &Value) -> Result<Value, ApiError> {
+    let param = format!("messages[{i}]");
+    let bad = |why: &str| ApiError::bad_request(format!("{param}: {why}")).with_param(&param);
+    let Value::Object(fields) = message else { return Err(bad("a message must be an object")) };
+    match fields.get("role") {
+        Some(Value::String(_)) => {}
+        _ => return Err(bad("'role' must be a string")),
+    }
+    let mut out: Map<String, Value> = fields.clone();
+    let content = match fields.get("content") {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(s)) => Value::String(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut text = String::new();
+            for part in parts {
+                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                    (Some("text"), Some(t)) => text.push_str(t),
+                    (Some(kind), _) if kind != "text" => return Err(bad(&format!("content parts of type '{kind}' are not supported yet"))),
+                    _ => return Err(bad("a content part must be {\"type\": \"text\", \"text\": ...}")),
+                }
+            }
+            Value::String(text)
+        }
+        Some(_) => return Err(bad("'content' must be a string, an array of content parts or null")),
+    };
+    out.insert("content".into(), content);
+    Ok(Value::Object(out))
+}
+
+impl CompletionRequest {
+    pub fn check_unsupported(&self) -> Result<(), ApiError> {
+        if self.echo == Some(true) {
+            return Err(ApiError::unsupported("echo", "echo"));
+        }
+        if self.best_of.is_some_and(|b| b > 1) {
+            return Err(ApiError::unsupported("best_of", "best_of"));
+        }
+        if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::unsupported("suffix", "suffix"));
+        }
+        Ok(())
+    }
+
+    /// The prompts: a string, an array of strings, an array of token ids or an array of those.
+    pub fn prompts(&self) -> Result<Vec<PromptInput>, ApiError> {
+        let bad = || ApiError::bad_request("prompt must be a string, an array of strings, an array of token ids or an array of such arrays").with_param("prompt");
+        let ids = |items: &[Value]| -> Option<Vec<u32>> { items.iter().map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok())).collect() };
+        let prompts = match &self.prompt {
+            Value::String(s) => vec![PromptInput::Text(s.clone())],
+            Value::Array(items) if items.is_empty() => return Err(bad()),
+            Value::Array(items) if items.iter().all(Value::is_string) => items.iter().map(|v| PromptInput::Text(v.as_str().unwrap_or_default().to_string())).collect(),
+            Value::Array(items) if items.iter().all(Value::is_number) => vec![PromptInput::Tokens(ids(items).ok_or_else(bad)?)],
+            Value::Array(items) => items
+                .iter()
+                .map(|item| match item {
+                    Value::Array(inner) if !inner.is_empty() => ids(inner).map(PromptInput::Tokens).ok_or_else(bad),
+                    _ => Err(bad()),
+                })
+                .collect::<Result<_, _>>()?,
+            _ => return Err(bad()),
+        };
+        Ok(prompts)
+    }
+}
