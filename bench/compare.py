@@ -40,7 +40,9 @@ MOE_PRESET = "qwen3moe-1.3b-a0.25b"
 # one dense FFN as wide as the active experts); both are requantized to each listed type.
 SYNTH_MODELS = {
     "qwen3moe-1.3b-a0.25b": ["--arch", "qwen3moe", "--preset", MOE_PRESET],
-    "qwen3-dense-a0.25b": ["--arch", "qwen3", "--preset", MOE_PRESET + "-dense"],
+    # Dense counterparts of equal active and of equal total size (conch synth --list).
+    "qwen3-dense-0.25b": ["--arch", "qwen3", "--preset", "qwen3-dense-0.25b"],
+    "qwen3-dense-1.3b": ["--arch", "qwen3", "--preset", "qwen3-dense-1.3b"],
 }
 SYNTH_QTYPES = ("Q8_0", "Q4_K_M")
 WORKLOAD_NAMES = ["smollm2-q4_1", "smollm2-q8_0", "smollm2-q4_k_m", "gemma3-270m-q4_k_m"] + [

@@ -505,8 +505,10 @@ impl Preset {
     }
 }
 
-/// Writes one generated tensor (as f32 values) to the output.
-type EmitTensor<'a> = Box<dyn FnMut(&SynthTensor, &[f32]) -> Result<(), ConvertError> + 'a>;
+enum SynthWriter {
+    Gguf(GgufStreamWriter),
+    Safetensors(SafetensorsStreamWriter),
+}
 
 /// Finds a preset by architecture name (`qwen3`, `qwen3moe`, `mixtral`) and preset name.
 pub fn find_preset(arch: &str, name: &str) -> Result<Preset, ConvertError> {
@@ -551,7 +553,7 @@ pub fn synth(
         }
     };
     let mut files = Vec::new();
-    let mut emit: EmitTensor = match opts.format {
+    let mut writer = match opts.format {
         SynthFormat::Gguf => {
             let mut metadata = preset.gguf_metadata(opts.dtype);
             metadata.extend(vocab.gguf_metadata());
@@ -563,23 +565,8 @@ pub fn synth(
                     shape: t.shape.clone(),
                 })
                 .collect();
-            let mut w = Some(GgufStreamWriter::create(out, metadata, specs)?);
             files.push(out.to_path_buf());
-            let n = tensors.len();
-            let mut written = 0;
-            Box::new(move |t, values| {
-                let values = match t.permute_heads {
-                    Some(heads) => permute_rows_for_gguf(values, heads, t.shape[1]),
-                    None => values.to_vec(),
-                };
-                let writer = w.as_mut().expect("writer lives until the last tensor");
-                writer.write_next(&encode(&t.gguf, dtype_of(t), &values)?)?;
-                written += 1;
-                if written == n {
-                    w.take().expect("taken once").finish()?;
-                }
-                Ok(())
-            })
+            SynthWriter::Gguf(GgufStreamWriter::create(out, metadata, specs)?)
         }
         SynthFormat::Safetensors => {
             std::fs::create_dir_all(out).map_err(|e| ConvertError::io(out, e))?;
@@ -612,22 +599,9 @@ pub fn synth(
                 })
                 .collect();
             let path = out.join("model.safetensors");
-            let mut w = Some(SafetensorsStreamWriter::create(&path, &specs)?);
+            let writer = SafetensorsStreamWriter::create(&path, &specs)?;
             files.push(path);
-            let n = tensors.len();
-            let mut written = 0;
-            Box::new(move |t, values| {
-                let writer = w.as_mut().expect("writer lives until the last tensor");
-                let per_name = values.len() / t.hf.len();
-                for (name, chunk) in t.hf.iter().zip(values.chunks_exact(per_name)) {
-                    writer.write_next(&encode(name, opts.dtype, chunk)?)?;
-                }
-                written += 1;
-                if written == n {
-                    w.take().expect("taken once").finish()?;
-                }
-                Ok(())
-            })
+            SynthWriter::Safetensors(writer)
         }
     };
     for (index, t) in tensors.iter().enumerate() {
@@ -637,9 +611,27 @@ pub fn synth(
             Init::Ones => vec![1.0; numel],
             Init::Normal(std) => (0..numel).map(|_| rng.normal() * std).collect(),
         };
-        emit(t, &values)?;
+        match &mut writer {
+            SynthWriter::Gguf(w) => {
+                let values = match t.permute_heads {
+                    Some(heads) => permute_rows_for_gguf(&values, heads, t.shape[1]),
+                    None => values,
+                };
+                w.write_next(&encode(&t.gguf, dtype_of(t), &values)?)?;
+            }
+            SynthWriter::Safetensors(w) => {
+                // Stacked experts are written one tensor per expert.
+                let per_name = values.len() / t.hf.len();
+                for (name, chunk) in t.hf.iter().zip(values.chunks_exact(per_name)) {
+                    w.write_next(&encode(name, opts.dtype, chunk)?)?;
+                }
+            }
+        }
     }
-    drop(emit);
+    match writer {
+        SynthWriter::Gguf(w) => w.finish()?,
+        SynthWriter::Safetensors(w) => w.finish()?,
+    }
     let bytes = files
         .iter()
         .map(|p| {
