@@ -2,6 +2,7 @@
 
 use anyhow::Result;
 use conch_formats::{GgufFile, HfModelDir, MetaValue, TensorStore};
+use conch_models::{ExpertCounts, ModelConfig};
 use std::path::Path;
 
 pub fn inspect(path: &Path, full: bool) -> Result<()> {
@@ -10,6 +11,7 @@ pub fn inspect(path: &Path, full: bool) -> Result<()> {
         println!("format: Hugging Face directory");
         println!("config.json: {}", serde_json::to_string_pretty(&dir.config)?);
         print_tensors(&dir.weights);
+        print_model(ModelConfig::from_hf_json(&dir.config));
     } else {
         let gguf = GgufFile::open(path)?;
         println!("format: GGUF v{}", gguf.version());
@@ -18,8 +20,50 @@ pub fn inspect(path: &Path, full: bool) -> Result<()> {
             println!("  {key} = {}", show(value, full));
         }
         print_tensors(&gguf);
+        print_model(conch_models::load_gguf(&gguf).map(|m| m.config().clone()));
     }
     Ok(())
+}
+
+/// What the model costs: total and per-token parameters, and how its experts are routed.
+fn print_model(config: Result<ModelConfig, conch_models::ModelError>) {
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            println!("model: not runnable by Conch: {e}");
+            return;
+        }
+    };
+    let p = config.parameter_counts();
+    println!("architecture: {}", config.arch);
+    println!(
+        "parameters (matrices and embeddings): {} ({:.1} M) total, {} ({:.1} M) active per token",
+        p.total,
+        p.total as f64 / 1e6,
+        p.active,
+        p.active as f64 / 1e6
+    );
+    match &config.moe {
+        Some(moe) => println!(
+            "experts: {} per layer in {} of {} layers, {} chosen per token ({}); expert FFN {}, shared FFN {}",
+            moe.n_expert(),
+            moe.num_sparse_layers(),
+            config.num_layers,
+            moe.top_k(),
+            moe.routing_description(),
+            moe.expert_intermediate_size,
+            moe.shared_intermediate_size
+        ),
+        None => println!("experts: none (dense)"),
+    }
+}
+
+/// Tokens routed to each expert, one line per MoE layer.
+pub fn print_expert_counts(counts: &ExpertCounts) {
+    for (layer, row) in counts.counts.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+        let cells: Vec<String> = row.iter().map(u64::to_string).collect();
+        eprintln!("[layer {layer:>2} tokens per expert] {}", cells.join(" "));
+    }
 }
 
 fn print_tensors(store: &dyn TensorStore) {

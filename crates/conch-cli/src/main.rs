@@ -46,7 +46,8 @@ enum Command {
         /// Continue the prompt as plain text instead of wrapping it in the chat template.
         #[arg(long)]
         raw: bool,
-        /// Print timing figures to stderr afterwards.
+        /// Print timing figures, and for MoE models the tokens routed to each expert per layer,
+        /// to stderr afterwards.
         #[arg(long)]
         stats: bool,
         /// Print the prompt as the model sees it (template applied) to stderr first.

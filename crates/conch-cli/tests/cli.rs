@@ -129,3 +129,16 @@ fn the_default_model_answers_a_simple_question() {
     // A 135M model at 4 bits names real fruits but not always three distinct ones.
     assert!(named >= 2, "expected fruits in: {answer}");
 }
+
+#[test]
+fn inspect_reports_the_sparsity_of_moe_models() {
+    let o = conch(&["inspect", &fixture("moe/qwen2_moe/model.gguf")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    // fixtures/moe/README.md: 6 experts, top-4, a gated shared expert, 2 MoE layers.
+    assert!(out.contains("experts: 6 per layer in 2 of 2 layers, 4 chosen per token"), "{out}");
+    let line = out.lines().find(|l| l.starts_with("parameters (matrices")).expect("parameter line");
+    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    assert!(nums[1] < nums[0], "active {} should be below total {}", nums[1], nums[0]);
+}

@@ -656,10 +656,30 @@ pub(crate) fn encode(name: &str, dtype: DType, values: &[f32]) -> Result<Vec<u8>
         )
     })?;
     let mut out = vec![0u8; len];
-    conch_kernels::quant::quantize(dtype, values, &mut out)
+    // Blocks are independent, so the work splits over threads at block boundaries.
+    let blocks = values.len() / dtype.block_size();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let blocks_per_thread = blocks.div_ceil(threads).max(MIN_BLOCKS_PER_THREAD);
+    let results: Vec<Result<(), conch_kernels::QuantError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = values
+            .chunks(blocks_per_thread * dtype.block_size())
+            .zip(out.chunks_mut(blocks_per_thread * dtype.type_size()))
+            .map(|(src, dst)| scope.spawn(move || conch_kernels::quant::quantize(dtype, src, dst)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("quantization does not panic"))
+            .collect()
+    });
+    results
+        .into_iter()
+        .collect::<Result<(), _>>()
         .map_err(|e| ConvertError::tensor(name, e.to_string()))?;
     Ok(out)
 }
+
+/// Below this many blocks a thread costs more than it saves.
+const MIN_BLOCKS_PER_THREAD: usize = 4096;
 
 /// Hugging Face Llama Q/K rows (each head's two rotary halves one after the other) to llama.cpp's
 /// order (the halves interleaved), as its converter's `permute` does.

@@ -266,3 +266,80 @@ impl<'m> Decoding<'m> {
         self.out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_model() -> LoadedModel {
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/models/llama_tied/model.gguf");
+        crate::load(&path).expect("fixture model loads")
+    }
+
+    #[test]
+    fn interleaved_sequences_match_whole_generations() {
+        let model = tiny_model();
+        let opts = GenerateOptions {
+            max_tokens: 9,
+            sampling: SamplingParams {
+                seed: Some(3),
+                ..SamplingParams::default()
+            },
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let prompts: [&[u32]; 2] = [&[5, 17, 42, 99], &[7, 3, 64, 12, 8]];
+        let whole: Vec<Generation> = prompts
+            .iter()
+            .map(|p| {
+                Session::new(&model, Some(64))
+                    .generate(p, &opts, &mut |_| true)
+                    .unwrap()
+            })
+            .collect();
+
+        let mut sequences: Vec<Sequence> = prompts
+            .iter()
+            .map(|p| Sequence::start(Session::new(&model, Some(64)), p, &opts).unwrap())
+            .collect();
+        let mut texts = vec![String::new(); 2];
+        while sequences.iter().any(|s| !s.is_finished()) {
+            for (seq, text) in sequences.iter_mut().zip(&mut texts) {
+                text.push_str(&seq.step().unwrap().text);
+            }
+        }
+        for ((seq, text), expected) in sequences.into_iter().zip(texts).zip(whole) {
+            let (session, out) = seq.finish();
+            assert_eq!(
+                (&out.tokens, &out.text, out.finish_reason),
+                (&expected.tokens, &expected.text, FinishReason::Length)
+            );
+            assert_eq!(text, expected.text);
+            // The session keeps the prompt and all but the last token (never run through the model).
+            assert_eq!(
+                session.history.len(),
+                out.prompt_tokens + out.tokens.len() - 1
+            );
+        }
+    }
+
+    #[test]
+    fn finishing_early_counts_as_cancelled() {
+        let model = tiny_model();
+        let opts = GenerateOptions {
+            max_tokens: 50,
+            sampling: SamplingParams::greedy(),
+            ignore_eos: true,
+            ..Default::default()
+        };
+        let mut seq = Sequence::start(Session::new(&model, Some(64)), &[5, 17, 42], &opts).unwrap();
+        let step = seq.step().unwrap();
+        assert!(step.token.is_some() && step.finished.is_none());
+        let (_, out) = seq.finish();
+        assert_eq!(
+            (out.tokens.len(), out.finish_reason),
+            (1, FinishReason::Cancelled)
+        );
+    }
+}

@@ -449,3 +449,34 @@ fn many_token_products_at_tile_edges() {
         }
     }
 }
+
+/// A transformer-sized product (a SmolLM2 FFN down projection over a 512-token prefill): many
+/// token tiles and 48 blocks per row, on every level against the scalar kernels.
+#[test]
+fn prefill_sized_product() {
+    let mut rng = Rng(19);
+    for dtype in [DType::Q4_1, DType::Q8_0, DType::Q4_K] {
+        let (rows, cols, n) = (40, 1536, 512);
+        let w = random_weights(dtype, rows, cols, &mut rng);
+        let m = QMatrix::new(dtype, rows, cols, &w).unwrap();
+        let x = random_activations(n, cols, &mut rng);
+        let (_, _, magnitude) = reference(dtype, &w, rows, cols, &x, n);
+        let mut scalar = vec![0f32; n * rows];
+        matmul_with_isa(Isa::Scalar, m, &x, n, &mut scalar);
+        for isa in levels().into_iter().filter(|&i| i != Isa::Scalar) {
+            let mut y = vec![f32::NAN; n * rows];
+            matmul_with_isa(isa, m, &x, n, &mut y);
+            let worst = y
+                .iter()
+                .zip(&scalar)
+                .zip(&magnitude)
+                .map(|((&a, &b), &mag)| (a - b).abs() as f64 / mag)
+                .fold(0f64, f64::max);
+            assert!(
+                worst <= 2e-5,
+                "{dtype} {isa}: worst relative deviation {worst:e}"
+            );
+            eprintln!("{dtype} {isa}: worst deviation {worst:e} of Σ|w·x|");
+        }
+    }
+}

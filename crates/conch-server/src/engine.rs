@@ -8,6 +8,7 @@ use crate::metrics::Metrics;
 use conch_engine::{FinishReason, GenerateOptions, LoadedModel, Sequence, Session};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -25,7 +26,11 @@ pub(crate) struct Job {
 #[derive(Debug)]
 pub(crate) enum Event {
     /// New text of choice `index`; `finished` is set on its last event.
-    Text { index: usize, text: String, finished: Option<Finished> },
+    Text {
+        index: usize,
+        text: String,
+        finished: Option<Finished>,
+    },
     /// The sequence failed and was dropped.
     Failed { message: String },
 }
@@ -75,10 +80,20 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// Starts the engine thread. `context` is each sequence's KV-cache size in tokens.
-    pub fn start(model: Arc<LoadedModel>, parallel: usize, context: usize, max_queue: usize, metrics: Arc<Metrics>) -> Engine {
+    pub fn start(
+        model: Arc<LoadedModel>,
+        parallel: usize,
+        context: usize,
+        max_queue: usize,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
         let parallel = parallel.max(1);
         let shared = Arc::new(Shared {
-            state: Mutex::new(QueueState { waiting: VecDeque::new(), outstanding: 0, shutdown: false }),
+            state: Mutex::new(QueueState {
+                waiting: VecDeque::new(),
+                outstanding: 0,
+                shutdown: false,
+            }),
             wake: Condvar::new(),
             limit: parallel + max_queue,
             metrics,
@@ -100,12 +115,18 @@ impl Engine {
     pub fn submit(&self, jobs: Vec<Job>) -> Result<(), QueueFull> {
         let mut state = self.shared.lock();
         if state.outstanding + jobs.len() > self.shared.limit {
-            return Err(QueueFull { outstanding: state.outstanding, limit: self.shared.limit });
+            return Err(QueueFull {
+                outstanding: state.outstanding,
+                limit: self.shared.limit,
+            });
         }
         state.outstanding += jobs.len();
         let now = Instant::now();
         state.waiting.extend(jobs.into_iter().map(|j| (j, now)));
-        self.shared.metrics.queue_depth.store(state.waiting.len(), std::sync::atomic::Ordering::Relaxed);
+        self.shared
+            .metrics
+            .queue_depth
+            .store(state.waiting.len(), Ordering::Relaxed);
         drop(state);
         self.shared.wake.notify_one();
         Ok(())
@@ -130,30 +151,47 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
     let metrics = &shared.metrics;
     let mut active: Vec<Active> = Vec::new();
     loop {
-        let Some(admitted) = admit(shared, active.len(), parallel) else { return };
+        let Some(admitted) = admit(shared, active.len(), parallel) else {
+            return;
+        };
         for (job, enqueued) in admitted {
             if job.events.is_closed() {
                 metrics.record_cancelled();
                 release(shared, 1);
                 continue;
             }
-            let started = catch_unwind(AssertUnwindSafe(|| Sequence::start(Session::new(model, Some(context)), &job.prompt, &job.options)));
+            let started = catch_unwind(AssertUnwindSafe(|| {
+                Sequence::start(
+                    Session::new(model, Some(context)),
+                    &job.prompt,
+                    &job.options,
+                )
+            }));
             match started {
                 Ok(Ok(sequence)) => {
                     metrics.record_prompt(job.prompt.len());
-                    active.push(Active { sequence, job, enqueued, last_token: None });
+                    metrics.active_sequences.fetch_add(1, Ordering::Relaxed);
+                    active.push(Active {
+                        sequence,
+                        job,
+                        enqueued,
+                        last_token: None,
+                    });
                 }
                 Ok(Err(e)) => fail(shared, &job, e.to_string()),
-                Err(_) => fail(shared, &job, "the engine failed while reading the prompt".into()),
+                Err(_) => fail(
+                    shared,
+                    &job,
+                    "the engine failed while reading the prompt".into(),
+                ),
             }
         }
-        metrics.active_sequences.store(active.len(), std::sync::atomic::Ordering::Relaxed);
 
         let mut progressed = false;
         active.retain_mut(|a| {
             if a.job.events.is_closed() {
                 metrics.record_cancelled();
-                release(shared, 1);
+                end(shared);
                 return false;
             }
             if a.job.events.capacity() == 0 {
@@ -163,10 +201,12 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
             let step = match catch_unwind(AssertUnwindSafe(|| a.sequence.step())) {
                 Ok(Ok(step)) => step,
                 Ok(Err(e)) => {
+                    metrics.active_sequences.fetch_sub(1, Ordering::Relaxed);
                     fail(shared, &a.job, e.to_string());
                     return false;
                 }
                 Err(_) => {
+                    metrics.active_sequences.fetch_sub(1, Ordering::Relaxed);
                     fail(shared, &a.job, "the engine failed while generating".into());
                     return false;
                 }
@@ -180,21 +220,25 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
                 a.last_token = Some(now);
                 metrics.record_token();
             }
-            let finished = step.finished.map(|reason| {
-                Finished { reason, completion_tokens: a.sequence.generation().tokens.len() }
+            let finished = step.finished.map(|reason| Finished {
+                reason,
+                completion_tokens: a.sequence.generation().tokens.len(),
             });
             if step.text.is_empty() && finished.is_none() {
                 return true;
             }
-            // Capacity was checked above and only this thread sends, so this cannot be full.
-            let _ = a.job.events.try_send(Event::Text { index: a.job.index, text: step.text, finished });
             if finished.is_some() {
-                release(shared, 1);
-                return false;
+                // Before the last event, so a client that saw its reply sees the slot free.
+                end(shared);
             }
-            true
+            // Capacity was checked above and only this thread sends, so this cannot be full.
+            let _ = a.job.events.try_send(Event::Text {
+                index: a.job.index,
+                text: step.text,
+                finished,
+            });
+            finished.is_none()
         });
-        metrics.active_sequences.store(active.len(), std::sync::atomic::Ordering::Relaxed);
         if !active.is_empty() && !progressed {
             // Every running sequence waits on its client: sleep until a job arrives or a moment passes.
             let state = shared.lock();
@@ -217,8 +261,20 @@ fn admit(shared: &Shared, running: usize, parallel: usize) -> Option<Vec<(Job, I
     }
     let take = parallel.saturating_sub(running).min(state.waiting.len());
     let jobs: Vec<_> = state.waiting.drain(..take).collect();
-    shared.metrics.queue_depth.store(state.waiting.len(), std::sync::atomic::Ordering::Relaxed);
+    shared
+        .metrics
+        .queue_depth
+        .store(state.waiting.len(), Ordering::Relaxed);
     Some(jobs)
+}
+
+/// A running sequence leaves its slot.
+fn end(shared: &Shared) {
+    shared
+        .metrics
+        .active_sequences
+        .fetch_sub(1, Ordering::Relaxed);
+    release(shared, 1);
 }
 
 fn release(shared: &Shared, sequences: usize) {
@@ -227,6 +283,6 @@ fn release(shared: &Shared, sequences: usize) {
 }
 
 fn fail(shared: &Shared, job: &Job, message: String) {
-    let _ = job.events.try_send(Event::Failed { message });
     release(shared, 1);
+    let _ = job.events.try_send(Event::Failed { message });
 }

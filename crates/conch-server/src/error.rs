@@ -15,7 +15,13 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "invalid_request_error", param: None, code: None }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            param: None,
+            code: None,
+        }
     }
 
     /// A request field Conch does not implement yet.
@@ -38,7 +44,9 @@ impl ApiError {
     pub fn model_not_found(requested: &str, served: &str) -> ApiError {
         ApiError {
             status: StatusCode::NOT_FOUND,
-            message: format!("the model '{requested}' does not exist; this server serves '{served}'"),
+            message: format!(
+                "the model '{requested}' does not exist; this server serves '{served}'"
+            ),
             kind: "invalid_request_error",
             param: Some("model".into()),
             code: Some("model_not_found"),
@@ -46,15 +54,33 @@ impl ApiError {
     }
 
     pub fn not_found(path: &str) -> ApiError {
-        ApiError { status: StatusCode::NOT_FOUND, message: format!("no such endpoint: {path}"), kind: "invalid_request_error", param: None, code: None }
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("no such endpoint: {path}"),
+            kind: "invalid_request_error",
+            param: None,
+            code: None,
+        }
     }
 
     pub fn busy(message: String) -> ApiError {
-        ApiError { status: StatusCode::TOO_MANY_REQUESTS, message, kind: "rate_limit_error", param: None, code: Some("server_busy") }
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message,
+            kind: "rate_limit_error",
+            param: None,
+            code: Some("server_busy"),
+        }
     }
 
     pub fn internal(message: impl Into<String>) -> ApiError {
-        ApiError { status: StatusCode::INTERNAL_SERVER_ERROR, message: message.into(), kind: "server_error", param: None, code: None }
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+            code: None,
+        }
     }
 
     pub fn with_param(mut self, param: &str) -> ApiError {
@@ -76,7 +102,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(self.body())).into_response();
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         response
     }

@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use conch_engine::{FinishReason, GenerateOptions, LoadedModel};
 use engine::{Engine, Event, Finished, Job, EVENTS_PER_SEQUENCE};
-use openai::{parse_body, ChatRequest, CommonParams, CompletionRequest, PromptInput};
+use openai::{fields, parse_body, ChatRequest, CommonParams, CompletionRequest, PromptInput};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -49,7 +49,14 @@ pub struct ServerConfig {
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { host: "127.0.0.1".into(), port: 8080, api_key: None, parallel: 4, ctx: 0, max_queue: 64 }
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            api_key: None,
+            parallel: 4,
+            ctx: 0,
+            max_queue: 64,
+        }
     }
 }
 
@@ -58,7 +65,10 @@ pub enum ServerError {
     #[error("invalid server settings: {0}")]
     Config(String),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: String, source: std::io::Error },
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
     #[error("the server stopped: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -84,16 +94,37 @@ impl AppState {
         if config.parallel == 0 {
             return Err(ServerError::Config("parallel must be at least 1".into()));
         }
-        let context = if config.ctx == 0 { model.context_length() } else { config.ctx };
+        let context = if config.ctx == 0 {
+            model.context_length()
+        } else {
+            config.ctx
+        };
         if context < 2 {
-            return Err(ServerError::Config(format!("a context of {context} tokens cannot hold a prompt and a reply")));
+            return Err(ServerError::Config(format!(
+                "a context of {context} tokens cannot hold a prompt and a reply"
+            )));
         }
         if config.api_key.as_deref() == Some("") {
             return Err(ServerError::Config("the API key is empty".into()));
         }
         let metrics = Arc::new(Metrics::default());
-        let engine = Engine::start(model.clone(), config.parallel, context, config.max_queue, metrics.clone());
-        Ok(AppState { inner: Arc::new(Inner { model, engine, metrics, api_key: config.api_key.clone(), context, started: unix_time() }) })
+        let engine = Engine::start(
+            model.clone(),
+            config.parallel,
+            context,
+            config.max_queue,
+            metrics.clone(),
+        );
+        Ok(AppState {
+            inner: Arc::new(Inner {
+                model,
+                engine,
+                metrics,
+                api_key: config.api_key.clone(),
+                context,
+                started: unix_time(),
+            }),
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -108,13 +139,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/models", get(list_models))
         .route("/v1/models/{id}", get(get_model))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_api_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_api_key,
+        ));
     Router::new()
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics_text))
         .merge(v1)
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
-        .layer(middleware::from_fn_with_state(state.clone(), count_requests))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
         .layer(DefaultBodyLimit::max(16 << 20))
         .with_state(state)
 }
@@ -123,7 +160,9 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(model: Arc<LoadedModel>, config: ServerConfig) -> Result<(), ServerError> {
     let state = AppState::new(model, &config)?;
     let address = format!("{}:{}", config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&address).await.map_err(|source| ServerError::Bind { address, source })?;
+    let listener = tokio::net::TcpListener::bind(&address)
+        .await
+        .map_err(|source| ServerError::Bind { address, source })?;
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -134,7 +173,11 @@ pub async fn serve(model: Arc<LoadedModel>, config: ServerConfig) -> Result<(), 
 
 async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if let Some(key) = &state.inner.api_key {
-        let given = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let given = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
         if !given.is_some_and(|g| same_secret(g.trim().as_bytes(), key.as_bytes())) {
             return ApiError::unauthorized().into_response();
         }
@@ -147,7 +190,13 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-const ROUTES: &[&str] = &["/health", "/metrics", "/v1/chat/completions", "/v1/completions", "/v1/models"];
+const ROUTES: &[&str] = &[
+    "/health",
+    "/metrics",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+];
 
 async fn count_requests(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
@@ -158,12 +207,18 @@ async fn count_requests(State(state): State<AppState>, request: Request, next: N
         None => "other",
     };
     let response = next.run(request).await;
-    state.inner.metrics.record_request(route, response.status().as_u16());
+    state
+        .inner
+        .metrics
+        .record_request(route, response.status().as_u16());
     response
 }
 
 async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.inner.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.inner.metrics.render(),
+    )
 }
 
 fn model_object(state: &AppState) -> Value {
@@ -174,7 +229,10 @@ async fn list_models(State(state): State<AppState>) -> Json<Value> {
     Json(json!({ "object": "list", "data": [model_object(&state)] }))
 }
 
-async fn get_model(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn get_model(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     state.check_model(Some(&id))?;
     Ok(Json(model_object(&state)))
 }
@@ -186,51 +244,81 @@ enum Endpoint {
     Completion,
 }
 
-async fn chat_completions(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: ChatRequest = parse_body(&body)?;
-    state.check_model(request.common.model.as_deref())?;
+async fn chat_completions(
+    State(state): State<AppState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let body = parse_body(&body)?;
+    let common: CommonParams = fields(&body)?;
+    let request: ChatRequest = fields(&body)?;
+    state.check_model(common.model.as_deref())?;
     request.check_unsupported()?;
     let messages = request.template_messages()?;
-    let options = request.common.options(&state.inner.model, request.max_completion_tokens.or(request.common.max_tokens))?;
+    let options = common.options(
+        &state.inner.model,
+        request.max_completion_tokens.or(common.max_tokens),
+    )?;
     let model = state.inner.model.clone();
     let tools = request.tools.clone();
-    let prompt = tokio::task::spawn_blocking(move || chat_prompt(&model, &messages, tools.as_deref()))
-        .await
-        .map_err(|_| ApiError::internal("rendering the prompt failed"))??;
-    let run = state.start(vec![prompt], &request.common, options)?;
-    respond(&state, run, Endpoint::Chat, &request.common).await
+    let prompt =
+        tokio::task::spawn_blocking(move || chat_prompt(&model, &messages, tools.as_deref()))
+            .await
+            .map_err(|_| ApiError::internal("rendering the prompt failed"))??;
+    let run = state.start(vec![prompt], &common, options)?;
+    respond(&state, run, Endpoint::Chat, &common).await
 }
 
 async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Response, ApiError> {
-    let request: CompletionRequest = parse_body(&body)?;
-    state.check_model(request.common.model.as_deref())?;
+    let body = parse_body(&body)?;
+    let common: CommonParams = fields(&body)?;
+    let request: CompletionRequest = fields(&body)?;
+    state.check_model(common.model.as_deref())?;
     request.check_unsupported()?;
     let prompts = request.prompts()?;
     // OpenAI's default for this endpoint is 16 tokens.
-    let options = request.common.options(&state.inner.model, Some(request.common.max_tokens.unwrap_or(16)))?;
+    let options = common.options(&state.inner.model, Some(common.max_tokens.unwrap_or(16)))?;
     let model = state.inner.model.clone();
     let prompts = tokio::task::spawn_blocking(move || {
         prompts
             .into_iter()
             .map(|p| match p {
                 // Special-token texts in a raw prompt mean those tokens, as in llama.cpp's server.
-                PromptInput::Text(text) => model.tokenizer.encode(&text, true, true).map_err(|e| ApiError::bad_request(format!("the prompt cannot be tokenized: {e}"))),
+                PromptInput::Text(text) => model.tokenizer.encode(&text, true, true).map_err(|e| {
+                    ApiError::bad_request(format!("the prompt cannot be tokenized: {e}"))
+                }),
                 PromptInput::Tokens(ids) => Ok(ids),
             })
             .collect::<Result<Vec<_>, _>>()
     })
     .await
     .map_err(|_| ApiError::internal("tokenizing the prompt failed"))??;
-    let run = state.start(prompts, &request.common, options)?;
-    respond(&state, run, Endpoint::Completion, &request.common).await
+    let run = state.start(prompts, &common, options)?;
+    respond(&state, run, Endpoint::Completion, &common).await
 }
 
 /// The conversation rendered with the model's chat template and tokenized.
-fn chat_prompt(model: &LoadedModel, messages: &[Value], tools: Option<&[Value]>) -> Result<Vec<u32>, ApiError> {
-    let text = model.chat_template.render(messages, tools, true, None).map_err(|e| ApiError::bad_request(format!("the chat template failed on these messages: {e}")).with_param("messages"))?;
+fn chat_prompt(
+    model: &LoadedModel,
+    messages: &[Value],
+    tools: Option<&[Value]>,
+) -> Result<Vec<u32>, ApiError> {
+    let text = model
+        .chat_template
+        .render(messages, tools, true, None)
+        .map_err(|e| {
+            ApiError::bad_request(format!("the chat template failed on these messages: {e}"))
+                .with_param("messages")
+        })?;
     // Templates that write BOS themselves must not get a second one.
-    let bos_written = model.tokenizer.bos_id().and_then(|b| model.tokenizer.id_to_token(b)).is_some_and(|b| text.starts_with(&b));
-    model.tokenizer.encode(&text, !bos_written, true).map_err(|e| ApiError::bad_request(format!("the prompt cannot be tokenized: {e}")))
+    let bos_written = model
+        .tokenizer
+        .bos_id()
+        .and_then(|b| model.tokenizer.id_to_token(b))
+        .is_some_and(|b| text.starts_with(&b));
+    model
+        .tokenizer
+        .encode(&text, !bos_written, true)
+        .map_err(|e| ApiError::bad_request(format!("the prompt cannot be tokenized: {e}")))
 }
 
 /// The sequences of one request on their way through the engine.
@@ -244,20 +332,33 @@ struct Run {
 impl AppState {
     fn check_model(&self, requested: Option<&str>) -> Result<(), ApiError> {
         match requested {
-            Some(name) if name != self.inner.model.name => Err(ApiError::model_not_found(name, &self.inner.model.name)),
+            Some(name) if name != self.inner.model.name => {
+                Err(ApiError::model_not_found(name, &self.inner.model.name))
+            }
             _ => Ok(()),
         }
     }
 
     /// Queues `n` sequences per prompt (choice `p * n + i` is the `i`th of prompt `p`).
-    fn start(&self, prompts: Vec<Vec<u32>>, common: &CommonParams, options: GenerateOptions) -> Result<Run, ApiError> {
+    fn start(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        common: &CommonParams,
+        options: GenerateOptions,
+    ) -> Result<Run, ApiError> {
         let n = common.choices()?;
         let vocab = self.inner.model.model.config().vocab_size;
         let context = self.inner.context;
         for (p, prompt) in prompts.iter().enumerate() {
-            let which = if prompts.len() > 1 { format!("prompt {p}") } else { "the prompt".to_string() };
+            let which = if prompts.len() > 1 {
+                format!("prompt {p}")
+            } else {
+                "the prompt".to_string()
+            };
             if prompt.is_empty() {
-                return Err(ApiError::bad_request(format!("{which} has no tokens")).with_param("prompt"));
+                return Err(
+                    ApiError::bad_request(format!("{which} has no tokens")).with_param("prompt")
+                );
             }
             if prompt.len() >= context {
                 return Err(ApiError::bad_request(format!(
@@ -267,7 +368,10 @@ impl AppState {
                 .with_code("context_length_exceeded"));
             }
             if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-                return Err(ApiError::bad_request(format!("token id {bad} in {which} is outside the vocabulary of {vocab}")).with_param("prompt"));
+                return Err(ApiError::bad_request(format!(
+                    "token id {bad} in {which} is outside the vocabulary of {vocab}"
+                ))
+                .with_param("prompt"));
             }
         }
         let total = prompts.len() * n;
@@ -283,11 +387,23 @@ impl AppState {
                 let mut options = options.clone();
                 // Choices of one request differ even with a seed, and stay reproducible.
                 options.sampling.seed = options.sampling.seed.map(|s| s.wrapping_add(i as u64));
-                jobs.push(Job { prompt: prompt.clone(), options, index: p * n + i, events: sender.clone() });
+                jobs.push(Job {
+                    prompt: prompt.clone(),
+                    options,
+                    index: p * n + i,
+                    events: sender.clone(),
+                });
             }
         }
-        self.inner.engine.submit(jobs).map_err(|e| ApiError::busy(e.to_string()))?;
-        Ok(Run { events, choices: total, prompt_tokens })
+        self.inner
+            .engine
+            .submit(jobs)
+            .map_err(|e| ApiError::busy(e.to_string()))?;
+        Ok(Run {
+            events,
+            choices: total,
+            prompt_tokens,
+        })
     }
 }
 
@@ -299,32 +415,61 @@ fn finish_reason(reason: FinishReason) -> &'static str {
 }
 
 fn unix_time() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn response_id(endpoint: Endpoint) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-    let prefix = if endpoint == Endpoint::Chat { "chatcmpl" } else { "cmpl" };
-    format!("{prefix}-{nanos:x}{:04x}", COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let prefix = if endpoint == Endpoint::Chat {
+        "chatcmpl"
+    } else {
+        "cmpl"
+    };
+    format!(
+        "{prefix}-{nanos:x}{:04x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed) & 0xffff
+    )
 }
 
 fn usage(prompt_tokens: usize, completion_tokens: usize) -> Value {
     json!({ "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens })
 }
 
-async fn respond(state: &AppState, run: Run, endpoint: Endpoint, common: &CommonParams) -> Result<Response, ApiError> {
-    let head = ResponseHead { id: response_id(endpoint), created: unix_time(), model: state.inner.model.name.clone(), endpoint };
+async fn respond(
+    state: &AppState,
+    run: Run,
+    endpoint: Endpoint,
+    common: &CommonParams,
+) -> Result<Response, ApiError> {
+    let head = ResponseHead {
+        id: response_id(endpoint),
+        created: unix_time(),
+        model: state.inner.model.name.clone(),
+        endpoint,
+    };
     if common.stream == Some(true) {
         return Ok(stream(run, head, common.include_usage()).into_response());
     }
-    let Run { mut events, choices, prompt_tokens } = run;
+    let Run {
+        mut events,
+        choices,
+        prompt_tokens,
+    } = run;
     let mut texts = vec![String::new(); choices];
     let mut finished: Vec<Option<Finished>> = vec![None; choices];
     let mut remaining = choices;
     while remaining > 0 {
         match events.recv().await {
-            Some(Event::Text { index, text, finished: end }) => {
+            Some(Event::Text {
+                index,
+                text,
+                finished: end,
+            }) => {
                 texts[index].push_str(&text);
                 if end.is_some() {
                     finished[index] = end;
@@ -332,7 +477,11 @@ async fn respond(state: &AppState, run: Run, endpoint: Endpoint, common: &Common
                 }
             }
             Some(Event::Failed { message }) => return Err(ApiError::internal(message)),
-            None => return Err(ApiError::internal("the engine stopped before the reply was complete")),
+            None => {
+                return Err(ApiError::internal(
+                    "the engine stopped before the reply was complete",
+                ))
+            }
         }
     }
     let completion_tokens = finished.iter().flatten().map(|f| f.completion_tokens).sum();
@@ -348,7 +497,11 @@ async fn respond(state: &AppState, run: Run, endpoint: Endpoint, common: &Common
             }
         })
         .collect();
-    let object = if endpoint == Endpoint::Chat { "chat.completion" } else { "text_completion" };
+    let object = if endpoint == Endpoint::Chat {
+        "chat.completion"
+    } else {
+        "text_completion"
+    };
     Ok(Json(json!({
         "id": head.id, "object": object, "created": head.created, "model": head.model,
         "choices": choices, "usage": usage(prompt_tokens, completion_tokens),
@@ -365,7 +518,11 @@ struct ResponseHead {
 
 impl ResponseHead {
     fn chunk(&self, choices: Value, include_usage: bool) -> String {
-        let object = if self.endpoint == Endpoint::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let object = if self.endpoint == Endpoint::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         let mut chunk = json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices });
         if include_usage {
             chunk["usage"] = Value::Null;
@@ -379,14 +536,20 @@ impl ResponseHead {
                 let delta = text.map_or(json!({}), |t| json!({ "content": t }));
                 json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": reason })
             }
-            Endpoint::Completion => json!({ "index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason }),
+            Endpoint::Completion => {
+                json!({ "index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason })
+            }
         }
     }
 }
 
 /// Server-sent events: a chunk per piece of text, a closing chunk per choice with its
 /// finish_reason, optionally one with the usage, then `[DONE]`.
-fn stream(run: Run, head: ResponseHead, include_usage: bool) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
+fn stream(
+    run: Run,
+    head: ResponseHead,
+    include_usage: bool,
+) -> Sse<impl futures_util::Stream<Item = Result<SseEvent, Infallible>>> {
     struct Streaming {
         run: Run,
         head: ResponseHead,
@@ -404,7 +567,15 @@ fn stream(run: Run, head: ResponseHead, include_usage: bool) -> Sse<impl futures
         }
     }
     let remaining = run.choices;
-    let state = Streaming { run, head, include_usage, ready, remaining, completion_tokens: 0, ended: false };
+    let state = Streaming {
+        run,
+        head,
+        include_usage,
+        ready,
+        remaining,
+        completion_tokens: 0,
+        ended: false,
+    };
     // The stream owns the event receiver: when the client goes away the response, and with it
     // the receiver, is dropped, and the engine drops the sequences at their next step.
     let events = futures_util::stream::unfold(state, |mut s| async move {
@@ -417,7 +588,8 @@ fn stream(run: Run, head: ResponseHead, include_usage: bool) -> Sse<impl futures
             }
             if s.remaining == 0 {
                 if s.include_usage {
-                    let mut chunk: Value = serde_json::from_str(&s.head.chunk(json!([]), false)).unwrap_or_default();
+                    let mut chunk: Value =
+                        serde_json::from_str(&s.head.chunk(json!([]), false)).unwrap_or_default();
                     chunk["usage"] = usage(s.run.prompt_tokens, s.completion_tokens);
                     s.ready.push_back(chunk.to_string());
                 }
@@ -426,22 +598,37 @@ fn stream(run: Run, head: ResponseHead, include_usage: bool) -> Sse<impl futures
                 continue;
             }
             match s.run.events.recv().await {
-                Some(Event::Text { index, text, finished }) => {
+                Some(Event::Text {
+                    index,
+                    text,
+                    finished,
+                }) => {
                     if !text.is_empty() {
-                        s.ready.push_back(s.head.chunk(json!([s.head.choice(index, Some(&text), None)]), s.include_usage));
+                        s.ready.push_back(s.head.chunk(
+                            json!([s.head.choice(index, Some(&text), None)]),
+                            s.include_usage,
+                        ));
                     }
                     if let Some(f) = finished {
                         s.remaining -= 1;
                         s.completion_tokens += f.completion_tokens;
-                        s.ready.push_back(s.head.chunk(json!([s.head.choice(index, None, Some(finish_reason(f.reason)))]), s.include_usage));
+                        s.ready.push_back(s.head.chunk(
+                            json!([s.head.choice(index, None, Some(finish_reason(f.reason)))]),
+                            s.include_usage,
+                        ));
                     }
                 }
                 Some(Event::Failed { message }) => {
-                    s.ready.push_back(ApiError::internal(message).body().to_string());
+                    s.ready
+                        .push_back(ApiError::internal(message).body().to_string());
                     s.ended = true;
                 }
                 None => {
-                    s.ready.push_back(ApiError::internal("the engine stopped before the reply was complete").body().to_string());
+                    s.ready.push_back(
+                        ApiError::internal("the engine stopped before the reply was complete")
+                            .body()
+                            .to_string(),
+                    );
                     s.ended = true;
                 }
             }
@@ -449,4 +636,3 @@ fn stream(run: Run, head: ResponseHead, include_usage: bool) -> Sse<impl futures
     });
     Sse::new(events)
 }
-

@@ -6,8 +6,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-const TTFT_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
-const INTER_TOKEN_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const TTFT_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+const INTER_TOKEN_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 #[derive(Debug)]
 struct Histogram {
@@ -19,11 +23,19 @@ struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0 }
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len() + 1],
+            sum: 0.0,
+        }
     }
 
     fn observe(&mut self, seconds: f64) {
-        let bucket = self.bounds.iter().position(|&b| seconds <= b).unwrap_or(self.bounds.len());
+        let bucket = self
+            .bounds
+            .iter()
+            .position(|&b| seconds <= b)
+            .unwrap_or(self.bounds.len());
         self.counts[bucket] += 1;
         self.sum += seconds;
     }
@@ -36,7 +48,11 @@ impl Histogram {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
         }
         cumulative += self.counts[self.bounds.len()];
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {}\n{name}_count {cumulative}", self.sum);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {cumulative}\n{name}_sum {}\n{name}_count {cumulative}",
+            self.sum
+        );
     }
 }
 
@@ -76,7 +92,8 @@ impl Metrics {
     }
 
     pub(crate) fn record_prompt(&self, tokens: usize) {
-        self.prompt_tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+        self.prompt_tokens
+            .fetch_add(tokens as u64, Ordering::Relaxed);
     }
 
     pub(crate) fn record_token(&self) {
@@ -88,25 +105,52 @@ impl Metrics {
     }
 
     pub(crate) fn record_time_to_first_token(&self, d: Duration) {
-        self.time_to_first_token.lock().unwrap_or_else(|e| e.into_inner()).observe(d.as_secs_f64());
+        self.time_to_first_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(d.as_secs_f64());
     }
 
     pub(crate) fn record_inter_token(&self, d: Duration) {
-        self.inter_token_latency.lock().unwrap_or_else(|e| e.into_inner()).observe(d.as_secs_f64());
+        self.inter_token_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(d.as_secs_f64());
     }
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
         out.push_str("# HELP conch_requests_total HTTP responses by route and status code.\n# TYPE conch_requests_total counter\n");
-        for ((route, status), count) in self.requests.lock().unwrap_or_else(|e| e.into_inner()).iter() {
-            let _ = writeln!(out, "conch_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}");
+        for ((route, status), count) in self
+            .requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "conch_requests_total{{route=\"{route}\",status=\"{status}\"}} {count}"
+            );
         }
         let counter = |out: &mut String, name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         };
-        counter(&mut out, "conch_prompt_tokens_total", "Prompt tokens of admitted sequences.", self.prompt_tokens.load(Ordering::Relaxed));
-        counter(&mut out, "conch_generated_tokens_total", "Tokens generated.", self.generated_tokens.load(Ordering::Relaxed));
+        counter(
+            &mut out,
+            "conch_prompt_tokens_total",
+            "Prompt tokens of admitted sequences.",
+            self.prompt_tokens.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "conch_generated_tokens_total",
+            "Tokens generated.",
+            self.generated_tokens.load(Ordering::Relaxed),
+        );
         counter(
             &mut out,
             "conch_cancelled_sequences_total",
@@ -114,20 +158,39 @@ impl Metrics {
             self.cancelled_sequences.load(Ordering::Relaxed),
         );
         let gauge = |out: &mut String, name: &str, help: &str, value: usize| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         };
-        gauge(&mut out, "conch_queue_depth", "Sequences waiting for a slot.", self.queue_depth.load(Ordering::Relaxed));
-        gauge(&mut out, "conch_active_sequences", "Sequences being generated.", self.active_sequences.load(Ordering::Relaxed));
-        self.time_to_first_token.lock().unwrap_or_else(|e| e.into_inner()).render(
+        gauge(
             &mut out,
-            "conch_time_to_first_token_seconds",
-            "From a sequence entering the queue to its first generated token.",
+            "conch_queue_depth",
+            "Sequences waiting for a slot.",
+            self.queue_depth.load(Ordering::Relaxed),
         );
-        self.inter_token_latency.lock().unwrap_or_else(|e| e.into_inner()).render(
+        gauge(
             &mut out,
-            "conch_inter_token_latency_seconds",
-            "Between consecutive tokens of one sequence.",
+            "conch_active_sequences",
+            "Sequences being generated.",
+            self.active_sequences.load(Ordering::Relaxed),
         );
+        self.time_to_first_token
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .render(
+                &mut out,
+                "conch_time_to_first_token_seconds",
+                "From a sequence entering the queue to its first generated token.",
+            );
+        self.inter_token_latency
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .render(
+                &mut out,
+                "conch_inter_token_latency_seconds",
+                "Between consecutive tokens of one sequence.",
+            );
         out
     }
 }
@@ -147,6 +210,9 @@ mod tests {
         assert!(out.contains("x_bucket{le=\"0.1\"} 2\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"1\"} 3\n"), "{out}");
         assert!(out.contains("x_bucket{le=\"+Inf\"} 4\n"), "{out}");
-        assert!(out.contains("x_count 4\n") && out.contains("x_sum 3.65"), "{out}");
+        assert!(
+            out.contains("x_count 4\n") && out.contains("x_sum 3.65"),
+            "{out}"
+        );
     }
 }

@@ -7,10 +7,21 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 
-/// Parses a JSON body, naming the offending field in the error.
-pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+/// Parses a request body: it must be a JSON object.
+pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "the request body must be a JSON object",
+        ));
+    }
+    Ok(value)
+}
+
+/// Reads the fields of `T` from a request body, naming the offending field in the error.
+pub fn fields<T: DeserializeOwned>(body: &Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if path == "." || path.is_empty() {
@@ -18,9 +29,7 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         } else {
             ApiError::bad_request(format!("'{path}': {inner}")).with_param(&path)
         }
-    })?;
-    de.end().map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))?;
-    Ok(parsed)
+    })
 }
 
 #[derive(Deserialize, Debug)]
@@ -35,7 +44,8 @@ pub struct StreamOptions {
     pub include_usage: Option<bool>,
 }
 
-/// Fields shared by `/v1/chat/completions` and `/v1/completions`.
+/// Fields shared by `/v1/chat/completions` and `/v1/completions` (read from the same body as the
+/// endpoint's own fields).
 #[derive(Deserialize, Debug, Default)]
 pub struct CommonParams {
     pub model: Option<String>,
@@ -68,8 +78,6 @@ pub struct ChatRequest {
     /// Passed to the chat template; tool calls in the reply are not parsed yet.
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 #[derive(Deserialize, Debug)]
@@ -78,8 +86,6 @@ pub struct CompletionRequest {
     pub echo: Option<bool>,
     pub best_of: Option<u32>,
     pub suffix: Option<String>,
-    #[serde(flatten)]
-    pub common: CommonParams,
 }
 
 /// A prompt of `/v1/completions`: text, or token ids given directly.
@@ -91,7 +97,10 @@ pub enum PromptInput {
 impl CommonParams {
     /// Whether the stream should end with a chunk carrying `usage`.
     pub fn include_usage(&self) -> bool {
-        self.stream_options.as_ref().and_then(|o| o.include_usage).unwrap_or(false)
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
     }
 
     pub fn choices(&self) -> Result<usize, ApiError> {
@@ -104,7 +113,8 @@ impl CommonParams {
 
     /// Rejects what this server does not implement, rather than ignoring it.
     fn reject_unsupported(&self) -> Result<(), ApiError> {
-        let off = |v: &Option<Value>| matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)));
+        let off =
+            |v: &Option<Value>| matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)));
         if !off(&self.logprobs) {
             return Err(ApiError::unsupported("logprobs", "logprobs"));
         }
@@ -114,18 +124,28 @@ impl CommonParams {
         if let Some(format) = &self.response_format {
             let kind = format.get("type").and_then(Value::as_str);
             if !format.is_null() && kind != Some("text") {
-                return Err(ApiError::unsupported("response_format", "response_format other than {\"type\": \"text\"} (constrained JSON output)"));
+                return Err(ApiError::unsupported(
+                    "response_format",
+                    "response_format other than {\"type\": \"text\"} (constrained JSON output)",
+                ));
             }
         }
         if self.stream_options.is_some() && self.stream != Some(true) {
-            return Err(ApiError::bad_request("stream_options is only allowed when stream is true").with_param("stream_options"));
+            return Err(ApiError::bad_request(
+                "stream_options is only allowed when stream is true",
+            )
+            .with_param("stream_options"));
         }
         Ok(())
     }
 
     /// Generation options from the request over the model's defaults. `max_tokens` is the
     /// request's limit, if any (the context bounds it in any case).
-    pub fn options(&self, model: &LoadedModel, max_tokens: Option<u32>) -> Result<GenerateOptions, ApiError> {
+    pub fn options(
+        &self,
+        model: &LoadedModel,
+        max_tokens: Option<u32>,
+    ) -> Result<GenerateOptions, ApiError> {
         self.reject_unsupported()?;
         let mut s = model.default_sampling.clone();
         if let Some(v) = self.temperature {
@@ -143,10 +163,24 @@ impl CommonParams {
         if let Some(v) = self.repetition_penalty {
             s.repetition_penalty = v;
         }
-        for (name, value, field) in [("presence_penalty", self.presence_penalty, &mut s.presence_penalty), ("frequency_penalty", self.frequency_penalty, &mut s.frequency_penalty)] {
+        for (name, value, field) in [
+            (
+                "presence_penalty",
+                self.presence_penalty,
+                &mut s.presence_penalty,
+            ),
+            (
+                "frequency_penalty",
+                self.frequency_penalty,
+                &mut s.frequency_penalty,
+            ),
+        ] {
             if let Some(v) = value {
                 if !(-2.0..=2.0).contains(&v) {
-                    return Err(ApiError::bad_request(format!("{name} must be between -2 and 2")).with_param(name));
+                    return Err(
+                        ApiError::bad_request(format!("{name} must be between -2 and 2"))
+                            .with_param(name),
+                    );
                 }
                 *field = v;
             }
@@ -158,19 +192,30 @@ impl CommonParams {
             let vocab = model.model.config().vocab_size;
             s.logit_bias.clear();
             for (key, &value) in bias {
-                let id: u32 = key.parse().map_err(|_| ApiError::bad_request(format!("logit_bias key '{key}' is not a token id")).with_param("logit_bias"))?;
+                let id: u32 = key.parse().map_err(|_| {
+                    ApiError::bad_request(format!("logit_bias key '{key}' is not a token id"))
+                        .with_param("logit_bias")
+                })?;
                 if id as usize >= vocab {
-                    return Err(ApiError::bad_request(format!("logit_bias token {id} is outside the vocabulary of {vocab}")).with_param("logit_bias"));
+                    return Err(ApiError::bad_request(format!(
+                        "logit_bias token {id} is outside the vocabulary of {vocab}"
+                    ))
+                    .with_param("logit_bias"));
                 }
                 if !(-100.0..=100.0).contains(&value) {
-                    return Err(ApiError::bad_request(format!("logit_bias value for token {id} must be between -100 and 100")).with_param("logit_bias"));
+                    return Err(ApiError::bad_request(format!(
+                        "logit_bias value for token {id} must be between -100 and 100"
+                    ))
+                    .with_param("logit_bias"));
                 }
                 s.logit_bias.insert(id, value);
             }
         }
         s.validate().map_err(ApiError::bad_request)?;
         if max_tokens == Some(0) {
-            return Err(ApiError::bad_request("max_tokens must be at least 1").with_param("max_tokens"));
+            return Err(
+                ApiError::bad_request("max_tokens must be at least 1").with_param("max_tokens")
+            );
         }
         let stop_strings = match &self.stop {
             None => Vec::new(),
@@ -192,23 +237,35 @@ impl ChatRequest {
         match &self.tool_choice {
             None | Some(Value::Null) => Ok(()),
             Some(Value::String(s)) if s == "auto" || s == "none" => Ok(()),
-            Some(_) => Err(ApiError::unsupported("tool_choice", "tool_choice other than \"auto\" or \"none\"")),
+            Some(_) => Err(ApiError::unsupported(
+                "tool_choice",
+                "tool_choice other than \"auto\" or \"none\"",
+            )),
         }
     }
 
     /// The messages as the chat template expects them: content parts joined into one string.
     pub fn template_messages(&self) -> Result<Vec<Value>, ApiError> {
         if self.messages.is_empty() {
-            return Err(ApiError::bad_request("messages must hold at least one message").with_param("messages"));
+            return Err(
+                ApiError::bad_request("messages must hold at least one message")
+                    .with_param("messages"),
+            );
         }
-        self.messages.iter().enumerate().map(|(i, m)| template_message(i, m)).collect()
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| template_message(i, m))
+            .collect()
     }
 }
 
 fn template_message(i: usize, message: &Value) -> Result<Value, ApiError> {
     let param = format!("messages[{i}]");
     let bad = |why: &str| ApiError::bad_request(format!("{param}: {why}")).with_param(&param);
-    let Value::Object(fields) = message else { return Err(bad("a message must be an object")) };
+    let Value::Object(fields) = message else {
+        return Err(bad("a message must be an object"));
+    };
     match fields.get("role") {
         Some(Value::String(_)) => {}
         _ => return Err(bad("'role' must be a string")),
@@ -220,15 +277,30 @@ fn template_message(i: usize, message: &Value) -> Result<Value, ApiError> {
         Some(Value::Array(parts)) => {
             let mut text = String::new();
             for part in parts {
-                match (part.get("type").and_then(Value::as_str), part.get("text").and_then(Value::as_str)) {
+                match (
+                    part.get("type").and_then(Value::as_str),
+                    part.get("text").and_then(Value::as_str),
+                ) {
                     (Some("text"), Some(t)) => text.push_str(t),
-                    (Some(kind), _) if kind != "text" => return Err(bad(&format!("content parts of type '{kind}' are not supported yet"))),
-                    _ => return Err(bad("a content part must be {\"type\": \"text\", \"text\": ...}")),
+                    (Some(kind), _) if kind != "text" => {
+                        return Err(bad(&format!(
+                            "content parts of type '{kind}' are not supported yet"
+                        )))
+                    }
+                    _ => {
+                        return Err(bad(
+                            "a content part must be {\"type\": \"text\", \"text\": ...}",
+                        ))
+                    }
                 }
             }
             Value::String(text)
         }
-        Some(_) => return Err(bad("'content' must be a string, an array of content parts or null")),
+        Some(_) => {
+            return Err(bad(
+                "'content' must be a string, an array of content parts or null",
+            ))
+        }
     };
     out.insert("content".into(), content);
     Ok(Value::Object(out))
@@ -250,17 +322,31 @@ impl CompletionRequest {
 
     /// The prompts: a string, an array of strings, an array of token ids or an array of those.
     pub fn prompts(&self) -> Result<Vec<PromptInput>, ApiError> {
-        let bad = || ApiError::bad_request("prompt must be a string, an array of strings, an array of token ids or an array of such arrays").with_param("prompt");
-        let ids = |items: &[Value]| -> Option<Vec<u32>> { items.iter().map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok())).collect() };
+        let bad = || {
+            ApiError::bad_request("prompt must be a string, an array of strings, an array of token ids or an array of such arrays").with_param("prompt")
+        };
+        let ids = |items: &[Value]| -> Option<Vec<u32>> {
+            items
+                .iter()
+                .map(|v| v.as_u64().and_then(|x| u32::try_from(x).ok()))
+                .collect()
+        };
         let prompts = match &self.prompt {
             Value::String(s) => vec![PromptInput::Text(s.clone())],
             Value::Array(items) if items.is_empty() => return Err(bad()),
-            Value::Array(items) if items.iter().all(Value::is_string) => items.iter().map(|v| PromptInput::Text(v.as_str().unwrap_or_default().to_string())).collect(),
-            Value::Array(items) if items.iter().all(Value::is_number) => vec![PromptInput::Tokens(ids(items).ok_or_else(bad)?)],
+            Value::Array(items) if items.iter().all(Value::is_string) => items
+                .iter()
+                .map(|v| PromptInput::Text(v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+            Value::Array(items) if items.iter().all(Value::is_number) => {
+                vec![PromptInput::Tokens(ids(items).ok_or_else(bad)?)]
+            }
             Value::Array(items) => items
                 .iter()
                 .map(|item| match item {
-                    Value::Array(inner) if !inner.is_empty() => ids(inner).map(PromptInput::Tokens).ok_or_else(bad),
+                    Value::Array(inner) if !inner.is_empty() => {
+                        ids(inner).map(PromptInput::Tokens).ok_or_else(bad)
+                    }
                     _ => Err(bad()),
                 })
                 .collect::<Result<_, _>>()?,

@@ -12,7 +12,8 @@ fn model() -> Arc<LoadedModel> {
     static MODEL: OnceLock<Arc<LoadedModel>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/llama_tied/model.gguf");
+            let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../../fixtures/models/llama_tied/model.gguf");
             Arc::new(load(&path).expect("fixture model loads"))
         })
         .clone()
@@ -28,32 +29,70 @@ async fn start(config: ServerConfig) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    Server { base, client: reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap() }
+    Server {
+        base,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .unwrap(),
+    }
 }
 
 fn config(parallel: usize, max_queue: usize) -> ServerConfig {
-    ServerConfig { parallel, max_queue, ctx: 0, ..ServerConfig::default() }
+    ServerConfig {
+        parallel,
+        max_queue,
+        ctx: 0,
+        ..ServerConfig::default()
+    }
 }
 
 impl Server {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         let status = r.status().as_u16();
         (status, r.json().await.unwrap())
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await.unwrap();
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
     /// The `data:` payloads of an event stream, `[DONE]` included.
     async fn stream(&self, path: &str, body: Value) -> Vec<String> {
-        let r = self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+        assert!(r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
         let text = r.text().await.unwrap();
-        text.split("\n\n").filter(|e| !e.trim().is_empty()).map(|e| e.strip_prefix("data: ").unwrap_or_else(|| panic!("not a data event: {e:?}")).to_string()).collect()
+        text.split("\n\n")
+            .filter(|e| !e.trim().is_empty())
+            .map(|e| {
+                e.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("not a data event: {e:?}"))
+                    .to_string()
+            })
+            .collect()
     }
 }
 
@@ -61,14 +100,33 @@ impl Server {
 fn prompt_ids(seed: u32) -> Vec<u32> {
     let m = model();
     let vocab = m.model.config().vocab_size as u32;
-    (0..7).map(|i| (seed * 31 + i * 17 + 5) % vocab).filter(|&t| m.tokenizer.bos_id() != Some(t)).collect()
+    (0..7)
+        .map(|i| (seed * 31 + i * 17 + 5) % vocab)
+        .filter(|&t| m.tokenizer.bos_id() != Some(t))
+        .collect()
 }
 
 /// What the engine itself generates greedily for `ids`, ignoring end-of-generation tokens.
 fn reference(ids: &[u32], max_tokens: usize) -> conch_engine::Generation {
     let m = model();
-    let opts = GenerateOptions { max_tokens, sampling: SamplingParams::greedy(), ignore_eos: true, ..Default::default() };
-    Session::new(&m, None).generate(ids, &opts, &mut |_| true).unwrap()
+    let opts = GenerateOptions {
+        max_tokens,
+        sampling: SamplingParams::greedy(),
+        ignore_eos: true,
+        ..Default::default()
+    };
+    Session::new(&m, None)
+        .generate(ids, &opts, &mut |_| true)
+        .unwrap()
+}
+
+/// A prompt whose greedy continuation starts with text (a random model may emit tokens that
+/// decode to nothing, such as padding, and a stream shows nothing until there is text).
+fn talkative_prompt(from: u32) -> Vec<u32> {
+    (from..from + 100)
+        .map(prompt_ids)
+        .find(|ids| !reference(ids, 3).text.is_empty())
+        .expect("some prompt yields text")
 }
 
 fn greedy_completion(ids: &[u32], max_tokens: usize) -> Value {
@@ -77,7 +135,9 @@ fn greedy_completion(ids: &[u32], max_tokens: usize) -> Value {
 
 fn chat_body(extra: Value) -> Value {
     let mut body = json!({ "messages": [{ "role": "user", "content": "Hello there" }], "temperature": 0, "max_tokens": 10, "ignore_eos": true });
-    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    body.as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
     body
 }
 
@@ -85,7 +145,10 @@ fn chat_body(extra: Value) -> Value {
 async fn health_models_and_unknown_paths() {
     let s = start(config(2, 4)).await;
     let (status, body) = s.get("/health").await;
-    assert_eq!((status, serde_json::from_str::<Value>(&body).unwrap()), (200, json!({ "status": "ok" })));
+    assert_eq!(
+        (status, serde_json::from_str::<Value>(&body).unwrap()),
+        (200, json!({ "status": "ok" }))
+    );
     let (status, body) = s.get("/v1/models").await;
     assert_eq!(status, 200);
     let models: Value = serde_json::from_str(&body).unwrap();
@@ -94,10 +157,18 @@ async fn health_models_and_unknown_paths() {
     assert_eq!(s.get(&format!("/v1/models/{}", model().name)).await.0, 200);
     let (status, body) = s.get("/v1/models/no-such-model").await;
     assert_eq!(status, 404);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["error"]["code"], "model_not_found");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["code"],
+        "model_not_found"
+    );
     let (status, body) = s.get("/v1/nothing-here").await;
     assert_eq!(status, 404);
-    assert!(serde_json::from_str::<Value>(&body).unwrap()["error"]["message"].as_str().unwrap().contains("/v1/nothing-here"));
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/v1/nothing-here")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,22 +181,36 @@ async fn completion_matches_the_engine_and_ends_with_length() {
     assert_eq!(body["object"], "text_completion");
     assert_eq!(body["choices"][0]["text"], expected.text.as_str());
     assert_eq!(body["choices"][0]["finish_reason"], "length");
-    assert_eq!(body["usage"], json!({ "prompt_tokens": ids.len(), "completion_tokens": 12, "total_tokens": ids.len() + 12 }));
+    assert_eq!(
+        body["usage"],
+        json!({ "prompt_tokens": ids.len(), "completion_tokens": 12, "total_tokens": ids.len() + 12 })
+    );
 
     // A text prompt goes through the tokenizer, BOS included.
     let text = "hello world";
     let tokens = model().tokenizer.encode(text, true, true).unwrap();
-    let (status, body) = s.post("/v1/completions", json!({ "prompt": text, "max_tokens": 5, "temperature": 0, "ignore_eos": true })).await;
+    let (status, body) = s
+        .post(
+            "/v1/completions",
+            json!({ "prompt": text, "max_tokens": 5, "temperature": 0, "ignore_eos": true }),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["usage"]["prompt_tokens"], tokens.len());
-    assert_eq!(body["choices"][0]["text"], reference(&tokens, 5).text.as_str());
+    assert_eq!(
+        body["choices"][0]["text"],
+        reference(&tokens, 5).text.as_str()
+    );
 
     // Several prompts: choices in prompt order.
     let other = prompt_ids(2);
     let (status, body) = s.post("/v1/completions", json!({ "prompt": [ids, other], "max_tokens": 6, "temperature": 0, "ignore_eos": true })).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["text"], reference(&ids, 6).text.as_str());
-    assert_eq!(body["choices"][1]["text"], reference(&other, 6).text.as_str());
+    assert_eq!(
+        body["choices"][1]["text"],
+        reference(&other, 6).text.as_str()
+    );
     assert_eq!(body["choices"][1]["index"], 1);
 }
 
@@ -139,18 +224,43 @@ async fn chat_streaming_and_not_agree_and_repeat() {
     assert_eq!(first["choices"][0]["finish_reason"], "length");
     assert_eq!(first["usage"]["completion_tokens"], 10);
     assert!(first["usage"]["prompt_tokens"].as_u64().unwrap() > 2);
-    let content = first["choices"][0]["message"]["content"].as_str().unwrap().to_string();
+    let content = first["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (_, again) = s.post("/v1/chat/completions", chat_body(json!({}))).await;
-    assert_eq!(again["choices"][0]["message"]["content"], content.as_str(), "greedy decoding must repeat");
+    assert_eq!(
+        again["choices"][0]["message"]["content"],
+        content.as_str(),
+        "greedy decoding must repeat"
+    );
 
-    let events = s.stream("/v1/chat/completions", chat_body(json!({ "stream": true, "stream_options": { "include_usage": true } }))).await;
+    let events = s
+        .stream(
+            "/v1/chat/completions",
+            chat_body(json!({ "stream": true, "stream_options": { "include_usage": true } })),
+        )
+        .await;
     assert_eq!(events.last().unwrap(), "[DONE]");
-    let chunks: Vec<Value> = events[..events.len() - 1].iter().map(|e| serde_json::from_str(e).unwrap()).collect();
-    assert!(chunks.iter().all(|c| c["object"] == "chat.completion.chunk"));
+    let chunks: Vec<Value> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk"));
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    let streamed: String = chunks.iter().filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str()).collect();
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0)?["delta"]["content"].as_str())
+        .collect();
     assert_eq!(streamed, content);
-    let reasons: Vec<&Value> = chunks.iter().filter_map(|c| c["choices"].get(0)).map(|c| &c["finish_reason"]).filter(|r| !r.is_null()).collect();
+    let reasons: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"].get(0))
+        .map(|c| &c["finish_reason"])
+        .filter(|r| !r.is_null())
+        .collect();
     assert_eq!(reasons, vec!["length"]);
     let usage_chunk = chunks.last().unwrap();
     assert_eq!(usage_chunk["choices"], json!([]));
@@ -161,12 +271,20 @@ async fn chat_streaming_and_not_agree_and_repeat() {
 async fn n_choices_streamed_and_not() {
     let s = start(config(2, 4)).await;
     // Greedy: every choice is the same text.
-    let (status, body) = s.post("/v1/chat/completions", chat_body(json!({ "n": 2 }))).await;
+    let (status, body) = s
+        .post("/v1/chat/completions", chat_body(json!({ "n": 2 })))
+        .await;
     assert_eq!(status, 200, "{body}");
     let choices = body["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 2);
-    assert_eq!((choices[0]["index"].clone(), choices[1]["index"].clone()), (json!(0), json!(1)));
-    assert_eq!(choices[0]["message"]["content"], choices[1]["message"]["content"]);
+    assert_eq!(
+        (choices[0]["index"].clone(), choices[1]["index"].clone()),
+        (json!(0), json!(1))
+    );
+    assert_eq!(
+        choices[0]["message"]["content"],
+        choices[1]["message"]["content"]
+    );
     assert_eq!(body["usage"]["completion_tokens"], 20);
 
     // Sampled with a seed: reproducible per choice, and the choices differ from each other.
@@ -174,7 +292,10 @@ async fn n_choices_streamed_and_not() {
     let (_, a) = s.post("/v1/completions", sampled.clone()).await;
     let (_, b) = s.post("/v1/completions", sampled.clone()).await;
     assert_eq!(a["choices"], b["choices"]);
-    assert_ne!(a["choices"][0]["text"], a["choices"][1]["text"], "two seeded choices of a random model should differ over 16 tokens");
+    assert_ne!(
+        a["choices"][0]["text"], a["choices"][1]["text"],
+        "two seeded choices of a random model should differ over 16 tokens"
+    );
 
     let mut streamed = sampled;
     streamed["stream"] = json!(true);
@@ -201,7 +322,10 @@ async fn stop_strings_cut_the_text() {
     let ids = prompt_ids(4);
     let full = reference(&ids, 40).text;
     let chars: Vec<char> = full.chars().collect();
-    assert!(chars.len() >= 8, "the fixture should produce some text: {full:?}");
+    assert!(
+        chars.len() >= 8,
+        "the fixture should produce some text: {full:?}"
+    );
     let stop: String = chars[chars.len() / 2..chars.len() / 2 + 2].iter().collect();
     let expected = &full[..full.find(&stop).unwrap()];
     for stop_field in [json!(stop), json!(["never-appears-xyz", stop])] {
@@ -213,7 +337,15 @@ async fn stop_strings_cut_the_text() {
         assert_eq!(out["choices"][0]["finish_reason"], "stop");
         body["stream"] = json!(true);
         let events = s.stream("/v1/completions", body).await;
-        let streamed: String = events[..events.len() - 1].iter().map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap().to_string()).collect();
+        let streamed: String = events[..events.len() - 1]
+            .iter()
+            .map(|e| {
+                serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect();
         assert_eq!(streamed, expected);
     }
 }
@@ -240,7 +372,12 @@ async fn concurrent_requests_match_one_at_a_time() {
 
 /// A server whose sequences can run long: a context far beyond the fixture's trained 256.
 fn long_config(parallel: usize, max_queue: usize) -> ServerConfig {
-    ServerConfig { parallel, max_queue, ctx: 200_000, ..ServerConfig::default() }
+    ServerConfig {
+        parallel,
+        max_queue,
+        ctx: 200_000,
+        ..ServerConfig::default()
+    }
 }
 
 fn endless(ids: &[u32]) -> Value {
@@ -248,13 +385,21 @@ fn endless(ids: &[u32]) -> Value {
 }
 
 fn metric(text: &str, name: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_stream_frees_its_slot() {
     let s = start(long_config(1, 2)).await;
-    let mut r = s.client.post(format!("{}/v1/completions", s.base)).json(&endless(&prompt_ids(5))).send().await.unwrap();
+    let mut r = s
+        .client
+        .post(format!("{}/v1/completions", s.base))
+        .json(&endless(&talkative_prompt(5)))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert!(r.chunk().await.unwrap().is_some());
     drop(r);
@@ -271,88 +416,233 @@ async fn a_dropped_stream_frees_its_slot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_queue_answers_429() {
     let s = start(long_config(1, 0)).await;
-    let mut busy = s.client.post(format!("{}/v1/completions", s.base)).json(&endless(&prompt_ids(7))).send().await.unwrap();
+    let mut busy = s
+        .client
+        .post(format!("{}/v1/completions", s.base))
+        .json(&endless(&talkative_prompt(7)))
+        .send()
+        .await
+        .unwrap();
     assert!(busy.chunk().await.unwrap().is_some());
-    let r = s.client.post(format!("{}/v1/completions", s.base)).json(&greedy_completion(&prompt_ids(8), 4)).send().await.unwrap();
+    let r = s
+        .client
+        .post(format!("{}/v1/completions", s.base))
+        .json(&greedy_completion(&prompt_ids(8), 4))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 429);
     assert_eq!(r.headers()["retry-after"], "1");
     let body: Value = r.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("busy"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("busy"),
+        "{body}"
+    );
     // More sequences than the server can ever hold is the request's fault, not a busy server.
-    let (status, body) = s.post("/v1/completions", json!({ "prompt": "x", "n": 5 })).await;
+    let (status, body) = s
+        .post("/v1/completions", json!({ "prompt": "x", "n": 5 }))
+        .await;
     assert_eq!(status, 400, "{body}");
     drop(busy);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_key_is_required_when_configured() {
-    let s = start(ServerConfig { api_key: Some("sk-test".into()), ..config(1, 2) }).await;
+    let s = start(ServerConfig {
+        api_key: Some("sk-test".into()),
+        ..config(1, 2)
+    })
+    .await;
     let url = format!("{}/v1/models", s.base);
     let r = s.client.get(&url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_api_key");
-    assert_eq!(s.client.get(&url).bearer_auth("sk-wrong").send().await.unwrap().status().as_u16(), 401);
-    assert_eq!(s.client.get(&url).bearer_auth("sk-test").send().await.unwrap().status().as_u16(), 200);
-    let r = s.client.post(format!("{}/v1/completions", s.base)).json(&greedy_completion(&prompt_ids(1), 2)).send().await.unwrap();
+    assert_eq!(
+        s.client
+            .get(&url)
+            .bearer_auth("sk-wrong")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        401
+    );
+    assert_eq!(
+        s.client
+            .get(&url)
+            .bearer_auth("sk-test")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let r = s
+        .client
+        .post(format!("{}/v1/completions", s.base))
+        .json(&greedy_completion(&prompt_ids(1), 2))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 401);
     assert_eq!(s.get("/health").await.0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_openai_errors() {
-    let s = start(ServerConfig { ctx: 16, ..config(1, 2) }).await;
+    let s = start(ServerConfig {
+        ctx: 16,
+        ..config(1, 2)
+    })
+    .await;
     let error = |status: u16, body: &Value| {
-        assert!(body["error"]["message"].is_string() && body["error"]["type"].is_string(), "{body}");
-        assert!(body["error"].as_object().unwrap().contains_key("param") && body["error"].as_object().unwrap().contains_key("code"), "{body}");
+        assert!(
+            body["error"]["message"].is_string() && body["error"]["type"].is_string(),
+            "{body}"
+        );
+        assert!(
+            body["error"].as_object().unwrap().contains_key("param")
+                && body["error"].as_object().unwrap().contains_key("code"),
+            "{body}"
+        );
         status
     };
-    let r = s.client.post(format!("{}/v1/chat/completions", s.base)).body("{not json").header("content-type", "application/json").send().await.unwrap();
+    let r = s
+        .client
+        .post(format!("{}/v1/chat/completions", s.base))
+        .body("{not json")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     error(400, &r.json().await.unwrap());
 
-    let (status, body) = s.post("/v1/chat/completions", chat_body(json!({ "temperature": "hot" }))).await;
+    let (status, body) = s
+        .post(
+            "/v1/chat/completions",
+            chat_body(json!({ "temperature": "hot" })),
+        )
+        .await;
     assert_eq!(error(status, &body), 400);
     assert_eq!(body["error"]["param"], "temperature");
 
-    let (status, body) = s.post("/v1/chat/completions", json!({ "model": "gpt-9", "messages": [{ "role": "user", "content": "hi" }] })).await;
+    let (status, body) = s
+        .post(
+            "/v1/chat/completions",
+            json!({ "model": "gpt-9", "messages": [{ "role": "user", "content": "hi" }] }),
+        )
+        .await;
     assert_eq!(error(status, &body), 404);
 
     let long: Vec<u32> = (0..40).map(|i| prompt_ids(i)[0]).collect();
     let (status, body) = s.post("/v1/completions", greedy_completion(&long, 4)).await;
     assert_eq!(error(status, &body), 400);
     assert_eq!(body["error"]["code"], "context_length_exceeded");
-    assert!(body["error"]["message"].as_str().unwrap().contains("40 tokens"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("40 tokens"),
+        "{body}"
+    );
 
-    for unsupported in [json!({ "logprobs": true }), json!({ "response_format": { "type": "json_object" } }), json!({ "tool_choice": "required" })] {
-        let (status, body) = s.post("/v1/chat/completions", chat_body(unsupported.clone())).await;
+    for unsupported in [
+        json!({ "logprobs": true }),
+        json!({ "response_format": { "type": "json_object" } }),
+        json!({ "tool_choice": "required" }),
+    ] {
+        let (status, body) = s
+            .post("/v1/chat/completions", chat_body(unsupported.clone()))
+            .await;
         assert_eq!(error(status, &body), 400, "{unsupported}");
-        assert!(body["error"]["message"].as_str().unwrap().contains("not supported"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not supported"),
+            "{body}"
+        );
     }
-    for bad in [json!({ "n": 0 }), json!({ "max_tokens": 0 }), json!({ "top_p": 0 }), json!({ "messages": [] }), json!({ "messages": [{ "content": "no role" }] }), json!({ "logit_bias": { "abc": 1 } }), json!({ "stop": 5 })] {
+    for bad in [
+        json!({ "n": 0 }),
+        json!({ "max_tokens": 0 }),
+        json!({ "top_p": 0 }),
+        json!({ "messages": [] }),
+        json!({ "messages": [{ "content": "no role" }] }),
+        json!({ "logit_bias": { "abc": 1 } }),
+        json!({ "stop": 5 }),
+    ] {
         let (status, body) = s.post("/v1/chat/completions", chat_body(bad.clone())).await;
         assert_eq!(error(status, &body), 400, "{bad}: {body}");
     }
-    let (status, body) = s.post("/v1/completions", json!({ "prompt": [1, 2, 1_000_000] })).await;
+    let (status, body) = s
+        .post("/v1/completions", json!({ "prompt": [1, 2, 1_000_000] }))
+        .await;
     assert_eq!(error(status, &body), 400);
-    assert!(body["error"]["message"].as_str().unwrap().contains("vocabulary"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("vocabulary"),
+        "{body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_and_tokens() {
     let s = start(config(2, 4)).await;
     let ids = prompt_ids(9);
-    assert_eq!(s.post("/v1/completions", greedy_completion(&ids, 5)).await.0, 200);
-    assert_eq!(s.post("/v1/completions", greedy_completion(&ids, 3)).await.0, 200);
-    assert_eq!(s.post("/v1/completions", json!({ "prompt": "x", "model": "nope" })).await.0, 404);
+    assert_eq!(
+        s.post("/v1/completions", greedy_completion(&ids, 5))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.post("/v1/completions", greedy_completion(&ids, 3))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        s.post("/v1/completions", json!({ "prompt": "x", "model": "nope" }))
+            .await
+            .0,
+        404
+    );
     let (status, text) = s.get("/metrics").await;
     assert_eq!(status, 200);
-    assert_eq!(metric(&text, "conch_requests_total{route=\"/v1/completions\",status=\"200\"}"), 2.0);
-    assert_eq!(metric(&text, "conch_requests_total{route=\"/v1/completions\",status=\"404\"}"), 1.0);
-    assert_eq!(metric(&text, "conch_prompt_tokens_total"), 2.0 * ids.len() as f64);
+    assert_eq!(
+        metric(
+            &text,
+            "conch_requests_total{route=\"/v1/completions\",status=\"200\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "conch_requests_total{route=\"/v1/completions\",status=\"404\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&text, "conch_prompt_tokens_total"),
+        2.0 * ids.len() as f64
+    );
     assert_eq!(metric(&text, "conch_generated_tokens_total"), 8.0);
-    assert_eq!(metric(&text, "conch_time_to_first_token_seconds_count"), 2.0);
-    assert_eq!(metric(&text, "conch_inter_token_latency_seconds_count"), 6.0);
+    assert_eq!(
+        metric(&text, "conch_time_to_first_token_seconds_count"),
+        2.0
+    );
+    assert_eq!(
+        metric(&text, "conch_inter_token_latency_seconds_count"),
+        6.0
+    );
     assert_eq!(metric(&text, "conch_queue_depth"), 0.0);
     assert_eq!(metric(&text, "conch_active_sequences"), 0.0);
 }

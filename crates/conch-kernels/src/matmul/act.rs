@@ -253,9 +253,9 @@ mod x86 {
     /// AVX-512 F/BW/VL; `qs.len() == xs.len() == 256·d.len() == 16·bsums.len()`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
     pub(super) unsafe fn row_q8x256(xs: &[f32], qs: &mut [i8], d: &mut [f32], bsums: &mut [i16]) {
-        for b in 0..d.len() {
+        for (b, d) in d.iter_mut().enumerate() {
             let bs = bsums.as_mut_ptr().add(16 * b);
-            d[b] = block(
+            *d = block(
                 xs.as_ptr().add(256 * b),
                 qs.as_mut_ptr().add(256 * b),
                 256,

@@ -60,9 +60,11 @@ pub enum LayerAttention {
 }
 
 /// A layer's feed-forward.
+// One per layer, so the variants' size difference costs nothing worth an indirection.
+#[allow(clippy::large_enum_variant)]
 pub enum FeedForward {
     Dense(GatedFfn),
-    Moe(Box<MoeFfn>),
+    Moe(MoeFfn),
 }
 
 /// Where the tensors come from; decides names and format-specific conventions.
@@ -245,7 +247,7 @@ impl Decoder {
             };
             let ffn = match (&c.moe, moe_naming) {
                 (Some(moe), Some(naming)) if moe.sparse_layers[i] => {
-                    FeedForward::Moe(Box::new(MoeFfn::load(&w, naming, i, c, moe)?))
+                    FeedForward::Moe(MoeFfn::load(&w, naming, i, c, moe)?)
                 }
                 (Some(_), None) => {
                     return Err(ModelError::Unsupported(format!(
