@@ -3,8 +3,8 @@
 //! passes from an empty cache. Random token ids, a warm-up run first, mean ± standard deviation.
 
 use anyhow::{bail, Result};
-use conch_engine::LoadedModel;
 use conch_engine::sampler::Rng;
+use conch_engine::LoadedModel;
 use std::time::Instant;
 
 pub struct BenchResult {
@@ -28,7 +28,9 @@ pub fn bench(model: &LoadedModel, pp: usize, tg: usize, reps: usize) -> Result<B
     };
     let pp_result = if pp > 0 {
         run_pp(&mut cache)?;
-        let runs = (0..reps).map(|_| run_pp(&mut cache)).collect::<Result<Vec<_>>>()?;
+        let runs = (0..reps)
+            .map(|_| run_pp(&mut cache))
+            .collect::<Result<Vec<_>>>()?;
         Some(mean_sd(&runs))
     } else {
         None
@@ -45,17 +47,26 @@ pub fn bench(model: &LoadedModel, pp: usize, tg: usize, reps: usize) -> Result<B
     };
     let tg_result = if tg > 0 {
         run_tg(&mut cache)?;
-        let runs = (0..reps).map(|_| run_tg(&mut cache)).collect::<Result<Vec<_>>>()?;
+        let runs = (0..reps)
+            .map(|_| run_tg(&mut cache))
+            .collect::<Result<Vec<_>>>()?;
         Some(mean_sd(&runs))
     } else {
         None
     };
-    Ok(BenchResult { pp: pp_result, tg: tg_result })
+    Ok(BenchResult {
+        pp: pp_result,
+        tg: tg_result,
+    })
 }
 
 fn mean_sd(xs: &[f64]) -> (f64, f64) {
     let n = xs.len() as f64;
     let mean = xs.iter().sum::<f64>() / n;
-    let var = if xs.len() > 1 { xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    let var = if xs.len() > 1 {
+        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
     (mean, var.sqrt())
 }

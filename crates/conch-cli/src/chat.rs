@@ -13,13 +13,23 @@ pub fn message(role: &str, content: &str) -> Value {
 pub fn prompt_tokens(model: &LoadedModel, messages: &[Value]) -> Result<Vec<u32>> {
     let text = model.chat_template.render(messages, None, true, None)?;
     // Templates that write BOS themselves must not get a second one.
-    let bos_written = model.tokenizer.bos_id().and_then(|b| model.tokenizer.id_to_token(b)).is_some_and(|b| text.starts_with(&b));
+    let bos_written = model
+        .tokenizer
+        .bos_id()
+        .and_then(|b| model.tokenizer.id_to_token(b))
+        .is_some_and(|b| text.starts_with(&b));
     Ok(model.tokenizer.encode(&text, !bos_written, true)?)
 }
 
 pub fn print_stats(out: &Generation) {
     let pp = out.prompt_tokens - out.reused_tokens;
-    let rate = |n: usize, d: std::time::Duration| if d.as_secs_f64() > 0.0 { n as f64 / d.as_secs_f64() } else { 0.0 };
+    let rate = |n: usize, d: std::time::Duration| {
+        if d.as_secs_f64() > 0.0 {
+            n as f64 / d.as_secs_f64()
+        } else {
+            0.0
+        }
+    };
     eprintln!(
         "[prompt {} tokens ({} reused), {:.1} tok/s | reply {} tokens, {:.1} tok/s | {:?}]",
         out.prompt_tokens,
@@ -39,11 +49,20 @@ const HELP: &str = "commands:
   /help               this text
   /quit               leave (Ctrl-D works too)";
 
-pub fn interactive(model: &LoadedModel, ctx: Option<usize>, mut opts: GenerateOptions, mut system: Option<String>) -> Result<()> {
+pub fn interactive(
+    model: &LoadedModel,
+    ctx: Option<usize>,
+    mut opts: GenerateOptions,
+    mut system: Option<String>,
+) -> Result<()> {
     let mut session = Session::new(model, ctx);
     let mut messages: Vec<Value> = Vec::new();
     let mut stats = false;
-    eprintln!("{} — context {} tokens. /help for commands.", model.name, session.capacity());
+    eprintln!(
+        "{} — context {} tokens. /help for commands.",
+        model.name,
+        session.capacity()
+    );
     if !model.has_own_chat_template {
         eprintln!("(this model has no chat template; using ChatML, which it may not know)");
     }
@@ -121,7 +140,10 @@ pub fn interactive(model: &LoadedModel, ctx: Option<usize>, mut opts: GenerateOp
 }
 
 fn set_option(opts: &mut GenerateOptions, args: &str) -> Result<()> {
-    let (name, value) = args.trim().split_once(' ').ok_or_else(|| anyhow::anyhow!("usage: /set NAME VALUE"))?;
+    let (name, value) = args
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| anyhow::anyhow!("usage: /set NAME VALUE"))?;
     let value = value.trim();
     let mut s = opts.sampling.clone();
     match name {

@@ -9,7 +9,10 @@ pub fn inspect(path: &Path, full: bool) -> Result<()> {
     if path.is_dir() {
         let dir = HfModelDir::open(path)?;
         println!("format: Hugging Face directory");
-        println!("config.json: {}", serde_json::to_string_pretty(&dir.config)?);
+        println!(
+            "config.json: {}",
+            serde_json::to_string_pretty(&dir.config)?
+        );
         print_tensors(&dir.weights);
         print_model(ModelConfig::from_hf_json(&dir.config));
     } else {
@@ -60,7 +63,12 @@ fn print_model(config: Result<ModelConfig, conch_models::ModelError>) {
 
 /// Tokens routed to each expert, one line per MoE layer.
 pub fn print_expert_counts(counts: &ExpertCounts) {
-    for (layer, row) in counts.counts.iter().enumerate().filter(|(_, r)| !r.is_empty()) {
+    for (layer, row) in counts
+        .counts
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| !r.is_empty())
+    {
         let cells: Vec<String> = row.iter().map(u64::to_string).collect();
         eprintln!("[layer {layer:>2} tokens per expert] {}", cells.join(" "));
     }
@@ -79,17 +87,33 @@ fn print_tensors(store: &dyn TensorStore) {
             println!("  {:<48} {:<6} {:?}", t.name, t.dtype.name(), t.shape);
         }
     }
-    println!("parameters: {params} ({:.1} M), {:.1} MiB of weights", params as f64 / 1e6, bytes as f64 / (1 << 20) as f64);
+    println!(
+        "parameters: {params} ({:.1} M), {:.1} MiB of weights",
+        params as f64 / 1e6,
+        bytes as f64 / (1 << 20) as f64
+    );
 }
 
 fn show(v: &MetaValue, full: bool) -> String {
     match v {
-        MetaValue::String(s) if !full && s.chars().count() > 120 => format!("{:?}… ({} chars)", s.chars().take(120).collect::<String>(), s.chars().count()),
+        MetaValue::String(s) if !full && s.chars().count() > 120 => format!(
+            "{:?}… ({} chars)",
+            s.chars().take(120).collect::<String>(),
+            s.chars().count()
+        ),
         MetaValue::String(s) => format!("{s:?}"),
         MetaValue::Array(items) => {
-            let shown = if full { items.len() } else { items.len().min(8) };
+            let shown = if full {
+                items.len()
+            } else {
+                items.len().min(8)
+            };
             let parts: Vec<String> = items[..shown].iter().map(|i| show(i, full)).collect();
-            let more = if shown < items.len() { format!(", … ({} items)", items.len()) } else { String::new() };
+            let more = if shown < items.len() {
+                format!(", … ({} items)", items.len())
+            } else {
+                String::new()
+            };
             format!("[{}{more}]", parts.join(", "))
         }
         MetaValue::U8(x) => x.to_string(),

@@ -12,7 +12,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
-#[command(name = "conch", version, about = "Run open-weight language models on your own computer")]
+#[command(
+    name = "conch",
+    version,
+    about = "Run open-weight language models on your own computer"
+)]
 struct Cli {
     /// Worker threads for the numeric kernels (default: all cores).
     #[arg(long, global = true)]
@@ -204,7 +208,12 @@ impl GenArgs {
         }
         s.seed = self.seed.or(s.seed);
         s.validate().map_err(anyhow::Error::msg)?;
-        Ok(GenerateOptions { max_tokens: self.max_tokens, sampling: s, stop_strings: self.stop.clone(), ..Default::default() })
+        Ok(GenerateOptions {
+            max_tokens: self.max_tokens,
+            sampling: s,
+            stop_strings: self.stop.clone(),
+            ..Default::default()
+        })
     }
 }
 
@@ -217,13 +226,29 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    conch_kernels::pool::set_threads(cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())));
+    conch_kernels::pool::set_threads(
+        cli.threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+    );
     match cli.command {
         Command::Chat { model, gen, system } => {
             let loaded = load(&model.model)?;
-            chat::interactive(&loaded, model.ctx, gen.options(&loaded.default_sampling)?, system)
+            chat::interactive(
+                &loaded,
+                model.ctx,
+                gen.options(&loaded.default_sampling)?,
+                system,
+            )
         }
-        Command::Run { model, gen, prompt, system, raw, stats, show_prompt } => {
+        Command::Run {
+            model,
+            gen,
+            prompt,
+            system,
+            raw,
+            stats,
+            show_prompt,
+        } => {
             let loaded = load(&model.model)?;
             let opts = gen.options(&loaded.default_sampling)?;
             let tokens = if raw {
@@ -253,7 +278,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect { model, full } => inspect::inspect(&model, full),
-        Command::Tokenize { model, text, no_special, parse_special } => {
+        Command::Tokenize {
+            model,
+            text,
+            no_special,
+            parse_special,
+        } => {
             let loaded = load(&model.model)?;
             let ids = loaded.tokenizer.encode(&text, !no_special, parse_special)?;
             println!("{}", serde_json::to_string(&ids)?);
@@ -267,10 +297,19 @@ fn run(cli: Cli) -> Result<()> {
             let logits = loaded.model.forward(&ids, &mut cache, true)?;
             let vocab = loaded.model.config().vocab_size;
             let rows: Vec<&[f32]> = logits.chunks(vocab).collect();
-            println!("{}", serde_json::to_string(&serde_json::json!({ "logits": rows }))?);
+            println!(
+                "{}",
+                serde_json::to_string(&serde_json::json!({ "logits": rows }))?
+            );
             Ok(())
         }
-        Command::Bench { model, pp, tg, reps, json } => {
+        Command::Bench {
+            model,
+            pp,
+            tg,
+            reps,
+            json,
+        } => {
             let loaded = load(&model.model)?;
             let r = bench::bench(&loaded, pp, tg, reps)?;
             let threads = conch_kernels::pool::threads();
@@ -284,17 +323,34 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 println!("| model | threads | test | t/s |\n|---|---|---|---|");
                 if let Some((m, sd)) = r.pp {
-                    println!("| {} | {threads} | pp{pp} | {m:.2} ± {sd:.2} |", loaded.name);
+                    println!(
+                        "| {} | {threads} | pp{pp} | {m:.2} ± {sd:.2} |",
+                        loaded.name
+                    );
                 }
                 if let Some((m, sd)) = r.tg {
-                    println!("| {} | {threads} | tg{tg} | {m:.2} ± {sd:.2} |", loaded.name);
+                    println!(
+                        "| {} | {threads} | tg{tg} | {m:.2} ± {sd:.2} |",
+                        loaded.name
+                    );
                 }
             }
             Ok(())
         }
-        Command::Quantize { input, output, dtype, pure } => {
-            let target = conch_kernels::DType::from_name(&dtype).with_context(|| format!("unknown type '{dtype}' (Q8_0, Q4_0, Q4_K, Q6_K)"))?;
-            let report = conch_convert::quantize(&input, &output, target, &conch_convert::QuantizeOptions { pure })?;
+        Command::Quantize {
+            input,
+            output,
+            dtype,
+            pure,
+        } => {
+            let target = conch_kernels::DType::from_name(&dtype)
+                .with_context(|| format!("unknown type '{dtype}' (Q8_0, Q4_0, Q4_K, Q6_K)"))?;
+            let report = conch_convert::quantize(
+                &input,
+                &output,
+                target,
+                &conch_convert::QuantizeOptions { pure },
+            )?;
             for note in &report.notes {
                 eprintln!("note: {note}");
             }
@@ -307,7 +363,15 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Synth { arch, preset, out, list, format, dtype, seed } => {
+        Command::Synth {
+            arch,
+            preset,
+            out,
+            list,
+            format,
+            dtype,
+            seed,
+        } => {
             let (Some(arch), Some(preset), Some(out), false) = (arch, preset, out, list) else {
                 for p in conch_convert::presets() {
                     println!("{p:?}");
@@ -319,11 +383,26 @@ fn run(cli: Cli) -> Result<()> {
                 "safetensors" => conch_convert::SynthFormat::Safetensors,
                 other => bail!("unknown format '{other}' (gguf, safetensors)"),
             };
-            let dtype = conch_kernels::DType::from_name(&dtype).with_context(|| format!("unknown type '{dtype}' (F32, F16, BF16)"))?;
-            let report = conch_convert::synth(&arch, &preset, &out, &conch_convert::SynthOptions { seed, format, dtype })?;
+            let dtype = conch_kernels::DType::from_name(&dtype)
+                .with_context(|| format!("unknown type '{dtype}' (F32, F16, BF16)"))?;
+            let report = conch_convert::synth(
+                &arch,
+                &preset,
+                &out,
+                &conch_convert::SynthOptions {
+                    seed,
+                    format,
+                    dtype,
+                },
+            )?;
             println!(
                 "{}: {:.3} B parameters, {:.3} B active per token, {:.1} MiB",
-                report.files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+                report
+                    .files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 report.params.total as f64 / 1e9,
                 report.params.active as f64 / 1e9,
                 report.bytes as f64 / (1 << 20) as f64
@@ -332,12 +411,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Perplexity { model, file } => {
             let ctx = model.ctx.unwrap_or(512);
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
             let loaded = load(&model.model)?;
             let result = conch_engine::perplexity(&loaded, &text, ctx, &mut |done, total, ppl| {
                 eprintln!("[{done}/{total}] {ppl:.4}");
             })?;
-            println!("chunks: {}, scored tokens: {}, ctx: {ctx}", result.chunks, result.scored_tokens);
+            println!(
+                "chunks: {}, scored tokens: {}, ctx: {ctx}",
+                result.chunks, result.scored_tokens
+            );
             println!("perplexity: {:.4}", result.perplexity);
             Ok(())
         }
@@ -356,7 +439,10 @@ fn parse_token_list(s: &str) -> Result<Vec<u32>> {
     let ids: Vec<u32> = s
         .split(|c: char| c == ',' || c.is_whitespace())
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse::<u32>().with_context(|| format!("'{t}' is not a token id")))
+        .map(|t| {
+            t.parse::<u32>()
+                .with_context(|| format!("'{t}' is not a token id"))
+        })
         .collect::<Result<_>>()?;
     if ids.is_empty() {
         bail!("--tokens holds no token ids");

@@ -16,19 +16,29 @@ pub fn warm_page_cache(path: &Path) -> Result<()> {
     } else {
         vec![path.to_path_buf()]
     };
-    let total: u64 = files.iter().filter_map(|f| f.metadata().ok()).map(|m| m.len()).sum();
+    let total: u64 = files
+        .iter()
+        .filter_map(|f| f.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     let bar = if std::io::stderr().is_terminal() {
         let bar = ProgressBar::new(total);
-        bar.set_style(ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {msg}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("loading {bar:40} {bytes}/{total_bytes} {msg}")
+                .expect("valid template"),
+        );
         bar
     } else {
         ProgressBar::hidden()
     };
     let mut buf = vec![0u8; 4 << 20];
     for f in &files {
-        let mut file = std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
+        let mut file =
+            std::fs::File::open(f).with_context(|| format!("opening {}", f.display()))?;
         loop {
-            let n = file.read(&mut buf).with_context(|| format!("reading {}", f.display()))?;
+            let n = file
+                .read(&mut buf)
+                .with_context(|| format!("reading {}", f.display()))?;
             if n == 0 {
                 break;
             }

@@ -4,11 +4,18 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 fn conch(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_conch")).args(args).output().expect("conch runs")
+    Command::new(env!("CARGO_BIN_EXE_conch"))
+        .args(args)
+        .output()
+        .expect("conch runs")
 }
 
 fn fixture(rel: &str) -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(rel).display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(rel)
+        .display()
+        .to_string()
 }
 
 fn stdout(o: &Output) -> String {
@@ -22,11 +29,17 @@ fn stderr(o: &Output) -> String {
 /// A failure is one `error:` line naming the problem, a non-zero exit, and no panic.
 fn assert_clean_failure(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert!(!o.status.success(), "expected failure, got success; stderr: {err}");
+    assert!(
+        !o.status.success(),
+        "expected failure, got success; stderr: {err}"
+    );
     assert_eq!(o.status.code(), Some(1), "exit code; stderr: {err}");
     assert!(!err.contains("panicked"), "panic: {err}");
     assert!(err.starts_with("error: "), "stderr: {err}");
-    assert!(err.to_lowercase().contains(&needle.to_lowercase()), "expected {needle:?} in: {err}");
+    assert!(
+        err.to_lowercase().contains(&needle.to_lowercase()),
+        "expected {needle:?} in: {err}"
+    );
 }
 
 #[test]
@@ -39,27 +52,68 @@ fn logits_prints_one_row_per_position() {
     assert_eq!(rows.len(), 4);
     let width = rows[0].as_array().unwrap().len();
     assert!(width > 100 && rows.iter().all(|r| r.as_array().unwrap().len() == width));
-    assert!(rows.iter().flat_map(|r| r.as_array().unwrap()).all(|x| x.as_f64().unwrap().is_finite()));
+    assert!(rows
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .all(|x| x.as_f64().unwrap().is_finite()));
 }
 
 #[test]
 fn logits_match_the_reference_through_the_cli() {
     // fixtures/models/*/reference.json holds the token ids transformers was run on (tools/gen_model_fixtures.py).
-    let reference: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixture("models/llama_tied/reference.json")).unwrap()).unwrap();
-    let ids: Vec<String> = reference["tokens"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
-    let o = conch(&["logits", "--model", &fixture("models/llama_tied/model.gguf"), "--tokens", &ids.join(" ")]);
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("models/llama_tied/reference.json")).unwrap(),
+    )
+    .unwrap();
+    let ids: Vec<String> = reference["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let o = conch(&[
+        "logits",
+        "--model",
+        &fixture("models/llama_tied/model.gguf"),
+        "--tokens",
+        &ids.join(" "),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let got: Vec<f32> = v["logits"].as_array().unwrap().iter().flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32)).collect();
-    let want: Vec<f32> = std::fs::read(fixture("models/llama_tied/logits.f32")).unwrap().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let got: Vec<f32> = v["logits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect();
+    let want: Vec<f32> = std::fs::read(fixture("models/llama_tied/logits.f32"))
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     assert_eq!(got.len(), want.len());
-    let max = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(max <= 1e-4, "max abs diff {max}");
 }
 
 #[test]
 fn tokenize_prints_a_json_array() {
-    let o = conch(&["tokenize", "--model", &fixture("models/qwen3/model.gguf"), "--text", "hello world"]);
+    let o = conch(&[
+        "tokenize",
+        "--model",
+        &fixture("models/qwen3/model.gguf"),
+        "--text",
+        "hello world",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let ids: Vec<u32> = serde_json::from_str(&stdout(&o)).unwrap();
     assert!(!ids.is_empty());
@@ -85,7 +139,10 @@ fn bad_input_gives_one_clear_line() {
     let good = std::fs::read(fixture("models/qwen3/model.gguf")).unwrap();
     let truncated = dir.join("truncated.gguf");
     std::fs::write(&truncated, &good[..good.len() / 2]).unwrap();
-    assert_clean_failure(&conch(&["run", "--model", truncated.to_str().unwrap(), "hi"]), "truncated.gguf");
+    assert_clean_failure(
+        &conch(&["run", "--model", truncated.to_str().unwrap(), "hi"]),
+        "truncated.gguf",
+    );
 
     let wrong_magic = dir.join("magic.gguf");
     let mut bytes = good.clone();
@@ -95,36 +152,97 @@ fn bad_input_gives_one_clear_line() {
 
     let text = dir.join("notes.txt");
     std::fs::write(&text, "not a model").unwrap();
-    assert_clean_failure(&conch(&["tokenize", "--model", text.to_str().unwrap(), "--text", "x"]), "notes.txt");
+    assert_clean_failure(
+        &conch(&["tokenize", "--model", text.to_str().unwrap(), "--text", "x"]),
+        "notes.txt",
+    );
 
     let model = fixture("models/qwen3/model.gguf");
-    assert_clean_failure(&conch(&["logits", "--model", &model, "--tokens", "1 two 3"]), "'two' is not a token id");
-    assert_clean_failure(&conch(&["logits", "--model", &model, "--tokens", "1 999999"]), "999999");
-    assert_clean_failure(&conch(&["run", "--model", &model, "--raw", "--ctx", "4", "a long prompt that does not fit in four tokens at all"]), "context");
-    assert_clean_failure(&conch(&["run", "--model", &model, "--raw", "--temperature=-1", "hi"]), "temperature");
+    assert_clean_failure(
+        &conch(&["logits", "--model", &model, "--tokens", "1 two 3"]),
+        "'two' is not a token id",
+    );
+    assert_clean_failure(
+        &conch(&["logits", "--model", &model, "--tokens", "1 999999"]),
+        "999999",
+    );
+    assert_clean_failure(
+        &conch(&[
+            "run",
+            "--model",
+            &model,
+            "--raw",
+            "--ctx",
+            "4",
+            "a long prompt that does not fit in four tokens at all",
+        ]),
+        "context",
+    );
+    assert_clean_failure(
+        &conch(&["run", "--model", &model, "--raw", "--temperature=-1", "hi"]),
+        "temperature",
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The default model, when the test command has fetched it (scripts/test does; set
 /// CONCH_REQUIRE_REAL_MODELS=1 to make its absence a failure).
 fn real_model(file: &str) -> Option<String> {
-    let dir = std::env::var("CONCH_MODELS").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/conch/models"));
+    let dir = std::env::var("CONCH_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/conch/models")
+        });
     let path = dir.join(file);
     if path.exists() {
         return Some(path.display().to_string());
     }
-    assert!(std::env::var("CONCH_REQUIRE_REAL_MODELS").is_err(), "{} is missing", path.display());
-    eprintln!("skipping: {} not fetched (scripts/fetch-models)", path.display());
+    assert!(
+        std::env::var("CONCH_REQUIRE_REAL_MODELS").is_err(),
+        "{} is missing",
+        path.display()
+    );
+    eprintln!(
+        "skipping: {} not fetched (scripts/fetch-models)",
+        path.display()
+    );
     None
 }
 
 #[test]
 fn the_default_model_answers_a_simple_question() {
-    let Some(model) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") else { return };
-    let o = conch(&["run", "--model", &model, "--temperature", "0", "--max-tokens", "40", "Name three fruits."]);
+    let Some(model) = real_model("SmolLM2-135M-Instruct.Q4_1.gguf") else {
+        return;
+    };
+    let o = conch(&[
+        "run",
+        "--model",
+        &model,
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "40",
+        "Name three fruits.",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let answer = stdout(&o).to_lowercase();
-    let fruits = ["apple", "banana", "orange", "grape", "mango", "pear", "strawberr", "cherr", "peach", "lemon", "pineapple", "kiwi", "plum", "watermelon", "blueberr"];
+    let fruits = [
+        "apple",
+        "banana",
+        "orange",
+        "grape",
+        "mango",
+        "pear",
+        "strawberr",
+        "cherr",
+        "peach",
+        "lemon",
+        "pineapple",
+        "kiwi",
+        "plum",
+        "watermelon",
+        "blueberr",
+    ];
     let named = fruits.iter().filter(|f| answer.contains(*f)).count();
     // A 135M model at 4 bits names real fruits but not always three distinct ones.
     assert!(named >= 2, "expected fruits in: {answer}");
@@ -136,9 +254,23 @@ fn inspect_reports_the_sparsity_of_moe_models() {
     assert!(o.status.success(), "{}", stderr(&o));
     let out = stdout(&o);
     // fixtures/moe/README.md: 6 experts, top-4, a gated shared expert, 2 MoE layers.
-    assert!(out.contains("experts: 6 per layer in 2 of 2 layers, 4 chosen per token"), "{out}");
-    let line = out.lines().find(|l| l.starts_with("parameters (matrices")).expect("parameter line");
-    let nums: Vec<u64> = line.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    assert!(
+        out.contains("experts: 6 per layer in 2 of 2 layers, 4 chosen per token"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("parameters (matrices"))
+        .expect("parameter line");
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
     assert_eq!(nums.len(), 2, "{line}");
-    assert!(nums[1] < nums[0], "active {} should be below total {}", nums[1], nums[0]);
+    assert!(
+        nums[1] < nums[0],
+        "active {} should be below total {}",
+        nums[1],
+        nums[0]
+    );
 }

@@ -3,8 +3,8 @@
 
 use crate::stop::{StopScan, StopStrings};
 use crate::{EngineError, LoadedModel, Sampler, SamplingParams};
-use conch_tokenizer::StreamDecoder;
 use conch_models::KvCache;
+use conch_tokenizer::StreamDecoder;
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -21,7 +21,13 @@ pub struct GenerateOptions {
 
 impl Default for GenerateOptions {
     fn default() -> Self {
-        GenerateOptions { max_tokens: 256, sampling: SamplingParams::default(), stop_strings: Vec::new(), stop_tokens: Vec::new(), ignore_eos: false }
+        GenerateOptions {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop_strings: Vec::new(),
+            stop_tokens: Vec::new(),
+            ignore_eos: false,
+        }
     }
 }
 
@@ -60,7 +66,11 @@ impl<'m> Session<'m> {
     /// A session holding up to `context` tokens (the model's own context length when `None`).
     pub fn new(model: &'m LoadedModel, context: Option<usize>) -> Session<'m> {
         let capacity = context.unwrap_or_else(|| model.context_length());
-        Session { model, cache: model.model.new_cache(capacity), history: Vec::new() }
+        Session {
+            model,
+            cache: model.model.new_cache(capacity),
+            history: Vec::new(),
+        }
     }
 
     pub fn capacity(&self) -> usize {
@@ -74,7 +84,12 @@ impl<'m> Session<'m> {
 
     /// Generates a continuation of `prompt` (the whole sequence so far). `on_text` receives text as
     /// it becomes final and returns false to cancel.
-    pub fn generate(&mut self, prompt: &[u32], opts: &GenerateOptions, on_text: &mut dyn FnMut(&str) -> bool) -> Result<Generation, EngineError> {
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        on_text: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<Generation, EngineError> {
         let mut decoding = Decoding::begin(self, prompt, opts)?;
         loop {
             let step = decoding.step(self)?;
@@ -115,7 +130,11 @@ pub struct Sequence<'m> {
 impl<'m> Sequence<'m> {
     /// Checks the request and runs the prompt through the model (the prefill), reusing whatever
     /// prefix of it `session` already holds.
-    pub fn start(mut session: Session<'m>, prompt: &[u32], opts: &GenerateOptions) -> Result<Sequence<'m>, EngineError> {
+    pub fn start(
+        mut session: Session<'m>,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Sequence<'m>, EngineError> {
         let decoding = Decoding::begin(&mut session, prompt, opts)?;
         Ok(Sequence { session, decoding })
     }
@@ -163,28 +182,45 @@ struct Decoding<'m> {
 }
 
 impl<'m> Decoding<'m> {
-    fn begin(session: &mut Session<'m>, prompt: &[u32], opts: &GenerateOptions) -> Result<Decoding<'m>, EngineError> {
+    fn begin(
+        session: &mut Session<'m>,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+    ) -> Result<Decoding<'m>, EngineError> {
         opts.sampling.validate().map_err(EngineError::BadRequest)?;
         if prompt.is_empty() {
             return Err(EngineError::BadRequest("the prompt has no tokens".into()));
         }
         let capacity = session.cache.capacity();
         if prompt.len() >= capacity {
-            return Err(EngineError::PromptTooLong { prompt_tokens: prompt.len(), context: capacity });
+            return Err(EngineError::PromptTooLong {
+                prompt_tokens: prompt.len(),
+                context: capacity,
+            });
         }
         let model: &'m LoadedModel = session.model;
         let vocab = model.model.config().vocab_size;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(EngineError::BadRequest(format!("token id {bad} is outside the vocabulary of {vocab}")));
+            return Err(EngineError::BadRequest(format!(
+                "token id {bad} is outside the vocabulary of {vocab}"
+            )));
         }
 
         // Reuse the longest common prefix already in the cache; at least one token must run to get logits.
-        let common = session.history.iter().zip(prompt).take_while(|(a, b)| a == b).count().min(prompt.len() - 1);
+        let common = session
+            .history
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
         session.cache.truncate(common);
         session.history.truncate(common);
 
         let start = Instant::now();
-        let logits = model.model.forward(&prompt[common..], &mut session.cache, false)?;
+        let logits = model
+            .model
+            .forward(&prompt[common..], &mut session.cache, false)?;
         session.history.extend_from_slice(&prompt[common..]);
         let prefill_time = start.elapsed();
 
@@ -214,10 +250,17 @@ impl<'m> Decoding<'m> {
 
     fn step(&mut self, session: &mut Session<'m>) -> Result<Step, EngineError> {
         if let Some(reason) = self.finished {
-            return Ok(Step { token: None, text: String::new(), finished: Some(reason) });
+            return Ok(Step {
+                token: None,
+                text: String::new(),
+                finished: Some(reason),
+            });
         }
         if let Some(token) = self.pending.take() {
-            self.logits = session.model.model.forward(&[token], &mut session.cache, false)?;
+            self.logits = session
+                .model
+                .model
+                .forward(&[token], &mut session.cache, false)?;
             session.history.push(token);
         }
         if self.out.tokens.len() >= self.max_tokens {
@@ -226,7 +269,11 @@ impl<'m> Decoding<'m> {
         let token = self.sampler.sample(&mut self.logits, &session.history);
         if self.stop_tokens.contains(&token) || (!self.ignore_eos && self.eos.contains(&token)) {
             self.finish(FinishReason::Stop);
-            return Ok(Step { token: None, text: String::new(), finished: Some(FinishReason::Stop) });
+            return Ok(Step {
+                token: None,
+                text: String::new(),
+                finished: Some(FinishReason::Stop),
+            });
         }
         self.sampler.accept(token);
         self.out.tokens.push(token);
@@ -234,16 +281,26 @@ impl<'m> Decoding<'m> {
             StopScan::Stopped(text) => {
                 self.out.text.push_str(&text);
                 self.finish(FinishReason::Stop);
-                return Ok(Step { token: Some(token), text, finished: Some(FinishReason::Stop) });
+                return Ok(Step {
+                    token: Some(token),
+                    text,
+                    finished: Some(FinishReason::Stop),
+                });
             }
             StopScan::Continue(text) => text,
         };
-        if self.out.tokens.len() >= self.max_tokens || session.cache.len() + 1 > session.cache.capacity() {
+        if self.out.tokens.len() >= self.max_tokens
+            || session.cache.len() + 1 > session.cache.capacity()
+        {
             return Ok(self.end_with_length(Some(token), text));
         }
         self.out.text.push_str(&text);
         self.pending = Some(token);
-        Ok(Step { token: Some(token), text, finished: None })
+        Ok(Step {
+            token: Some(token),
+            text,
+            finished: None,
+        })
     }
 
     /// Ends at the length limit: text held back for a stop string or an unfinished character
@@ -253,7 +310,11 @@ impl<'m> Decoding<'m> {
         text.push_str(&self.stops.finish());
         self.out.text.push_str(&text);
         self.finish(FinishReason::Length);
-        Step { token, text, finished: Some(FinishReason::Length) }
+        Step {
+            token,
+            text,
+            finished: Some(FinishReason::Length),
+        }
     }
 
     fn finish(&mut self, reason: FinishReason) {

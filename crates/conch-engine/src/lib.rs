@@ -26,7 +26,10 @@ pub enum EngineError {
     #[error(transparent)]
     Template(#[from] conch_tokenizer::TemplateError),
     #[error("the prompt has {prompt_tokens} tokens but the context holds {context}; shorten it or raise --ctx")]
-    PromptTooLong { prompt_tokens: usize, context: usize },
+    PromptTooLong {
+        prompt_tokens: usize,
+        context: usize,
+    },
     #[error("{0}")]
     BadRequest(String),
 }

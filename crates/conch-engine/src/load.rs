@@ -27,7 +27,10 @@ impl LoadedModel {
 
     /// Whether the tokenizer puts BOS in front of a text when asked to add special tokens.
     pub fn adds_bos(&self) -> bool {
-        match (self.tokenizer.bos_id(), self.tokenizer.encode("", true, false)) {
+        match (
+            self.tokenizer.bos_id(),
+            self.tokenizer.encode("", true, false),
+        ) {
             (Some(bos), Ok(ids)) => ids.first() == Some(&bos),
             _ => false,
         }
@@ -44,16 +47,43 @@ pub fn load(path: &Path) -> Result<LoadedModel, EngineError> {
         let dir = HfModelDir::open(path)?;
         let model = conch_models::load_hf(&dir)?;
         let tokenizer = Tokenizer::from_hf_dir(path)?;
-        let (chat_template, has_own_chat_template) = chat_template(conch_tokenizer::template::template_from_hf_dir(path)?, &tokenizer)?;
-        let default_sampling = dir.generation_config.as_ref().map(sampling_from_generation_config).unwrap_or_default();
-        Ok(LoadedModel { name, model, tokenizer, chat_template, has_own_chat_template, default_sampling })
+        let (chat_template, has_own_chat_template) = chat_template(
+            conch_tokenizer::template::template_from_hf_dir(path)?,
+            &tokenizer,
+        )?;
+        let default_sampling = dir
+            .generation_config
+            .as_ref()
+            .map(sampling_from_generation_config)
+            .unwrap_or_default();
+        Ok(LoadedModel {
+            name,
+            model,
+            tokenizer,
+            chat_template,
+            has_own_chat_template,
+            default_sampling,
+        })
     } else {
         let gguf = GgufFile::open(path)?;
         let model = conch_models::load_gguf(&gguf)?;
         let tokenizer = Tokenizer::from_gguf(&gguf)?;
-        let (chat_template, has_own_chat_template) = chat_template(conch_tokenizer::template::template_from_gguf(&gguf), &tokenizer)?;
-        let name = gguf.get_str("general.name").map(str::to_string).unwrap_or(name);
-        Ok(LoadedModel { name, model, tokenizer, chat_template, has_own_chat_template, default_sampling: SamplingParams::default() })
+        let (chat_template, has_own_chat_template) = chat_template(
+            conch_tokenizer::template::template_from_gguf(&gguf),
+            &tokenizer,
+        )?;
+        let name = gguf
+            .get_str("general.name")
+            .map(str::to_string)
+            .unwrap_or(name);
+        Ok(LoadedModel {
+            name,
+            model,
+            tokenizer,
+            chat_template,
+            has_own_chat_template,
+            default_sampling: SamplingParams::default(),
+        })
     }
 }
 
@@ -62,12 +92,21 @@ const CHATML: &str = "{% for message in messages %}{{ '<|im_start|>' + message['
 
 /// The model's template (or ChatML) with the tokenizer's own BOS and EOS texts, which templates may
 /// write out; the flag says whether the model brought its own.
-fn chat_template(source: Option<String>, tokenizer: &Tokenizer) -> Result<(ChatTemplate, bool), EngineError> {
-    let text = |id: Option<u32>| id.and_then(|id| tokenizer.id_to_token(id)).unwrap_or_default();
+fn chat_template(
+    source: Option<String>,
+    tokenizer: &Tokenizer,
+) -> Result<(ChatTemplate, bool), EngineError> {
+    let text = |id: Option<u32>| {
+        id.and_then(|id| tokenizer.id_to_token(id))
+            .unwrap_or_default()
+    };
     let bos = text(tokenizer.bos_id());
     let eos = text(tokenizer.eos_ids().first().copied());
     let own = source.is_some();
-    Ok((ChatTemplate::new(source.as_deref().unwrap_or(CHATML), &bos, &eos)?, own))
+    Ok((
+        ChatTemplate::new(source.as_deref().unwrap_or(CHATML), &bos, &eos)?,
+        own,
+    ))
 }
 
 /// Reads the sampling keys of a Hugging Face `generation_config.json`.

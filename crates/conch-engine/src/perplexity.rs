@@ -13,9 +13,16 @@ pub struct Perplexity {
 }
 
 /// `on_chunk(done, total, perplexity so far)` is called after each chunk.
-pub fn perplexity(model: &LoadedModel, text: &str, ctx: usize, on_chunk: &mut dyn FnMut(usize, usize, f64)) -> Result<Perplexity, EngineError> {
+pub fn perplexity(
+    model: &LoadedModel,
+    text: &str,
+    ctx: usize,
+    on_chunk: &mut dyn FnMut(usize, usize, f64),
+) -> Result<Perplexity, EngineError> {
     if ctx < 4 {
-        return Err(EngineError::BadRequest(format!("context of {ctx} tokens is too small for perplexity")));
+        return Err(EngineError::BadRequest(format!(
+            "context of {ctx} tokens is too small for perplexity"
+        )));
     }
     let tokens = model.tokenizer.encode(text, true, false)?;
     if tokens.len() < 2 * ctx {
@@ -25,7 +32,11 @@ pub fn perplexity(model: &LoadedModel, text: &str, ctx: usize, on_chunk: &mut dy
             2 * ctx
         )));
     }
-    let bos = if model.adds_bos() { model.tokenizer.bos_id() } else { None };
+    let bos = if model.adds_bos() {
+        model.tokenizer.bos_id()
+    } else {
+        None
+    };
     let chunks = tokens.len() / ctx;
     let first = ctx / 2;
     let vocab = model.model.config().vocab_size;
@@ -45,7 +56,12 @@ pub fn perplexity(model: &LoadedModel, text: &str, ctx: usize, on_chunk: &mut dy
         }
         on_chunk(c + 1, chunks, (nll / count as f64).exp());
     }
-    Ok(Perplexity { perplexity: (nll / count as f64).exp(), chunks, scored_tokens: count, text_tokens: tokens.len() })
+    Ok(Perplexity {
+        perplexity: (nll / count as f64).exp(),
+        chunks,
+        scored_tokens: count,
+        text_tokens: tokens.len(),
+    })
 }
 
 fn log_softmax_at(row: &[f32], target: usize) -> f64 {

@@ -44,11 +44,20 @@ impl Default for SamplingParams {
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        SamplingParams { temperature: 0.0, ..SamplingParams::default() }
+        SamplingParams {
+            temperature: 0.0,
+            ..SamplingParams::default()
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
-        let finite = |name: &str, v: f32| if v.is_finite() { Ok(()) } else { Err(format!("{name} must be a finite number")) };
+        let finite = |name: &str, v: f32| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(format!("{name} must be a finite number"))
+            }
+        };
         finite("temperature", self.temperature)?;
         finite("top_p", self.top_p)?;
         finite("min_p", self.min_p)?;
@@ -88,11 +97,16 @@ impl Rng {
             z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
             z ^ (z >> 31)
         };
-        Rng { s: [next(), next(), next(), next()] }
+        Rng {
+            s: [next(), next(), next(), next()],
+        }
     }
 
     pub fn from_entropy() -> Rng {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
         Rng::new(t ^ (std::process::id() as u64).rotate_left(32))
     }
 
@@ -127,7 +141,12 @@ pub struct Sampler {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Sampler {
         let rng = params.seed.map(Rng::new).unwrap_or_else(Rng::from_entropy);
-        Sampler { params, rng, generated_counts: HashMap::new(), candidates: Vec::new() }
+        Sampler {
+            params,
+            rng,
+            generated_counts: HashMap::new(),
+            candidates: Vec::new(),
+        }
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -154,7 +173,11 @@ impl Sampler {
             seen.dedup();
             for tok in seen {
                 if let Some(l) = logits.get_mut(tok as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -176,7 +199,13 @@ impl Sampler {
         }
         let cands = &mut self.candidates;
         cands.clear();
-        cands.extend(logits.iter().enumerate().filter(|(_, l)| !l.is_nan()).map(|(i, &l)| (i as u32, l / p.temperature)));
+        cands.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !l.is_nan())
+                .map(|(i, &l)| (i as u32, l / p.temperature)),
+        );
         if cands.is_empty() {
             return 0;
         }
@@ -236,7 +265,14 @@ mod tests {
     use super::*;
 
     fn params(f: impl FnOnce(&mut SamplingParams)) -> SamplingParams {
-        let mut p = SamplingParams { seed: Some(7), top_k: 0, top_p: 1.0, min_p: 0.0, temperature: 1.0, ..Default::default() };
+        let mut p = SamplingParams {
+            seed: Some(7),
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            temperature: 1.0,
+            ..Default::default()
+        };
         f(&mut p);
         p
     }
@@ -253,7 +289,9 @@ mod tests {
         let logits = [1.0f32, 2.0, 0.5, 2.0, -1.0];
         let draw = |seed| {
             let mut s = Sampler::new(params(|p| p.seed = Some(seed)));
-            (0..4000).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..4000)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect::<Vec<_>>()
         };
         let a = draw(1);
         assert_eq!(a, draw(1));
@@ -263,7 +301,10 @@ mod tests {
         for (tok, &l) in logits.iter().enumerate() {
             let expected = (l as f64).exp() / z;
             let got = a.iter().filter(|&&t| t as usize == tok).count() as f64 / a.len() as f64;
-            assert!((got - expected).abs() < 0.03, "token {tok}: {got} vs {expected}");
+            assert!(
+                (got - expected).abs() < 0.03,
+                "token {tok}: {got} vs {expected}"
+            );
         }
     }
 
@@ -272,7 +313,9 @@ mod tests {
         let logits = [0.0f32, 1.0, 2.0, 3.0, 4.0];
         let support = |p: SamplingParams| {
             let mut s = Sampler::new(p);
-            let mut seen: Vec<u32> = (0..2000).map(|_| s.sample(&mut logits.clone(), &[])).collect();
+            let mut seen: Vec<u32> = (0..2000)
+                .map(|_| s.sample(&mut logits.clone(), &[]))
+                .collect();
             seen.sort();
             seen.dedup();
             seen

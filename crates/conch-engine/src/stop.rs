@@ -18,13 +18,20 @@ pub enum StopScan {
 
 impl StopStrings {
     pub fn new(stops: impl IntoIterator<Item = String>) -> StopStrings {
-        StopStrings { stops: stops.into_iter().filter(|s| !s.is_empty()).collect(), pending: String::new() }
+        StopStrings {
+            stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+            pending: String::new(),
+        }
     }
 
     /// Adds newly decoded text; returns what can be released now.
     pub fn push(&mut self, text: &str) -> StopScan {
         self.pending.push_str(text);
-        let earliest = self.stops.iter().filter_map(|s| self.pending.find(s.as_str())).min();
+        let earliest = self
+            .stops
+            .iter()
+            .filter_map(|s| self.pending.find(s.as_str()))
+            .min();
         if let Some(at) = earliest {
             let out = self.pending[..at].to_string();
             self.pending.clear();
@@ -81,9 +88,15 @@ mod tests {
 
     #[test]
     fn stop_split_across_pieces_is_never_released() {
-        assert_eq!(run(&["</end>"], &["Hello </", "en", "d> more"]), ("Hello ".into(), true));
+        assert_eq!(
+            run(&["</end>"], &["Hello </", "en", "d> more"]),
+            ("Hello ".into(), true)
+        );
         assert_eq!(run(&["###"], &["a#", "#b"]), ("a##b".into(), false));
-        assert_eq!(run(&["\n\nUser:"], &["Hi\n", "\nUs", "er: x"]), ("Hi".into(), true));
+        assert_eq!(
+            run(&["\n\nUser:"], &["Hi\n", "\nUs", "er: x"]),
+            ("Hi".into(), true)
+        );
     }
 
     #[test]

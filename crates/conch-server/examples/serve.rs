@@ -11,6 +11,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = args.next().ok_or("usage: serve MODEL [PORT]")?;
     let port = args.next().map(|p| p.parse()).transpose()?.unwrap_or(8080);
     let model = Arc::new(conch_engine::load(Path::new(&path))?);
-    serve(model, ServerConfig { port, ..ServerConfig::default() }).await?;
+    serve(
+        model,
+        ServerConfig {
+            port,
+            ..ServerConfig::default()
+        },
+    )
+    .await?;
     Ok(())
 }

@@ -112,6 +112,7 @@ pub(super) fn matmul(w: QMatrix<'_>, acts: &QuantActs, format: ActFormat, n: usi
         let prep = borrowed.as_deref_mut().unwrap_or(&mut fresh);
         prepare(prep, acts, format, n, w.cols);
         let (rows, blocks) = (w.rows, w.cols / 32);
+        let threads = pool::threads();
         let y_ptr = SyncPtr(y.as_mut_ptr());
         let prep = &*prep;
         pool::parallel_for(rows.div_ceil(TILE), |group| {
@@ -125,6 +126,11 @@ pub(super) fn matmul(w: QMatrix<'_>, acts: &QuantActs, format: ActFormat, n: usi
                 d.min.resize(blocks * TILE, 0.0);
                 let r0 = group * TILE;
                 let count = TILE.min(rows - r0);
+                // The weights this thread probably decodes next (tasks are handed out in order),
+                // fetched while the tiles work on these: decoding is otherwise bound by memory.
+                let next_r0 = (r0 + threads * TILE).min(rows);
+                let next_rows = TILE.min(rows - next_r0);
+                let next = &w.data[next_r0 * w.row_bytes()..(next_r0 + next_rows) * w.row_bytes()];
                 // SAFETY: the CPU has AVX-512 and AMX (this is only reached at `Isa::Amx`); rows
                 // `r0..r0 + count` are whole rows of `w`; `y` is `n × rows` and this task
                 // writes only its own rows' outputs; `acts` holds `n` rows of `w.cols` values.
@@ -135,7 +141,18 @@ pub(super) fn matmul(w: QMatrix<'_>, acts: &QuantActs, format: ActFormat, n: usi
                     } else {
                         multiply::<false>
                     };
-                    multiply(&d, acts, prep, n, w.cols, rows, r0, count, y_ptr.get());
+                    multiply(
+                        &d,
+                        acts,
+                        prep,
+                        n,
+                        w.cols,
+                        rows,
+                        r0,
+                        count,
+                        next,
+                        y_ptr.get(),
+                    );
                 }
             })
         });
@@ -382,7 +399,7 @@ unsafe fn block_qk4<const FIVE: bool>(blk: *const u8) -> Blocks<8> {
 }
 
 /// The products of the decoded rows `d` (rows `r0..r0 + count` of the matrix) with every token;
-/// `MIN`: the weights have minimums.
+/// `MIN`: the weights have minimums. Prefetches `next` into L2 along the way.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn multiply<const MIN: bool>(
@@ -394,8 +411,10 @@ unsafe fn multiply<const MIN: bool>(
     rows: usize,
     r0: usize,
     count: usize,
+    next: &[u8],
     y: *mut f32,
 ) {
+    let mut fetched = 0;
     let blocks = cols / 32;
     let config = TileConfig::new();
     // SAFETY (all asm below): the configuration is fully written before `ldtilecfg` reads it
@@ -475,6 +494,10 @@ unsafe fn multiply<const MIN: bool>(
             multiply_pair!(0, "tmm0", "tmm1");
         }
         for p in 0..pairs {
+            if fetched < next.len() {
+                _mm_prefetch::<_MM_HINT_T1>(next.as_ptr().add(fetched) as *const i8);
+                fetched += 64;
+            }
             let first_set = p % 2 == 0;
             if p + 1 < pairs {
                 if first_set {
