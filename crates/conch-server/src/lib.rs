@@ -160,7 +160,7 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(model: Arc<LoadedModel>, config: ServerConfig) -> Result<(), ServerError> {
     let state = AppState::new(model, &config)?;
     let address = format!("{}:{}", config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&address)
+    let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .map_err(|source| ServerError::Bind { address, source })?;
     axum::serve(listener, router(state))
