@@ -11,14 +11,7 @@ pub fn message(role: &str, content: &str) -> Value {
 
 /// The conversation rendered with the model's chat template and tokenized.
 pub fn prompt_tokens(model: &LoadedModel, messages: &[Value]) -> Result<Vec<u32>> {
-    let text = model.chat_template.render(messages, None, true, None)?;
-    // Templates that write BOS themselves must not get a second one.
-    let bos_written = model
-        .tokenizer
-        .bos_id()
-        .and_then(|b| model.tokenizer.id_to_token(b))
-        .is_some_and(|b| text.starts_with(&b));
-    Ok(model.tokenizer.encode(&text, !bos_written, true)?)
+    Ok(model.chat_prompt(messages, None)?)
 }
 
 pub fn print_stats(out: &Generation) {

@@ -61,15 +61,17 @@ fn print_model(config: Result<ModelConfig, conch_models::ModelError>) {
     }
 }
 
-/// Tokens routed to each expert, one line per MoE layer.
-pub fn print_expert_counts(counts: &ExpertCounts) {
+/// Tokens routed to each of the `n_expert` experts, one line per MoE layer.
+pub fn print_expert_counts(counts: &ExpertCounts, n_expert: usize) {
     for (layer, row) in counts
         .counts
         .iter()
         .enumerate()
         .filter(|(_, r)| !r.is_empty())
     {
-        let cells: Vec<String> = row.iter().map(u64::to_string).collect();
+        let cells: Vec<String> = (0..n_expert.max(row.len()))
+            .map(|e| row.get(e).copied().unwrap_or(0).to_string())
+            .collect();
         eprintln!("[layer {layer:>2} tokens per expert] {}", cells.join(" "));
     }
 }

@@ -58,6 +58,24 @@ enum Command {
         #[arg(long)]
         show_prompt: bool,
     },
+    /// Serve the model over an OpenAI-compatible HTTP API.
+    Serve {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Require `Authorization: Bearer KEY` on /v1 requests.
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Sequences generated at the same time.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// Requests that may wait for a free sequence before new ones get 429.
+        #[arg(long, default_value_t = 64)]
+        max_queue: usize,
+    },
     /// Show a model file's metadata, tensors and parameter count.
     Inspect {
         /// A GGUF file or a Hugging Face model directory.
@@ -265,6 +283,9 @@ fn run(cli: Cli) -> Result<()> {
                 eprintln!("{}", loaded.tokenizer.decode(&tokens, false));
             }
             let mut session = Session::new(&loaded, model.ctx);
+            if stats {
+                session.track_experts();
+            }
             let mut stdout = std::io::stdout();
             let out = session.generate(&tokens, &opts, &mut |t| {
                 let _ = stdout.write_all(t.as_bytes());
@@ -274,10 +295,39 @@ fn run(cli: Cli) -> Result<()> {
             println!();
             if stats {
                 chat::print_stats(&out);
+                if let (Some(counts), Some(moe)) =
+                    (session.expert_counts(), &loaded.model.config().moe)
+                {
+                    inspect::print_expert_counts(counts, moe.n_expert());
+                }
             }
             Ok(())
         }
         Command::Inspect { model, full } => inspect::inspect(&model, full),
+        Command::Serve {
+            model,
+            host,
+            port,
+            api_key,
+            parallel,
+            max_queue,
+        } => {
+            let loaded = std::sync::Arc::new(load(&model.model)?);
+            let config = conch_server::ServerConfig {
+                host,
+                port,
+                api_key,
+                parallel,
+                ctx: model.ctx.unwrap_or(0),
+                max_queue,
+            };
+            eprintln!(
+                "serving {} on http://{}:{}/v1 (Ctrl-C stops)",
+                loaded.name, config.host, config.port
+            );
+            tokio::runtime::Runtime::new()?.block_on(conch_server::serve(loaded, config))?;
+            Ok(())
+        }
         Command::Tokenize {
             model,
             text,

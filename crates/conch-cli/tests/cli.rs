@@ -274,3 +274,52 @@ fn inspect_reports_the_sparsity_of_moe_models() {
         nums[0]
     );
 }
+
+#[test]
+fn run_stats_counts_tokens_per_expert_per_layer() {
+    let o = conch(&[
+        "run",
+        "--model",
+        &fixture("moe/mixtral/model.gguf"),
+        "--raw",
+        "--temperature",
+        "0",
+        "--max-tokens",
+        "6",
+        "--stats",
+        "a b c",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let rows: Vec<Vec<u64>> = err
+        .lines()
+        .filter_map(|l| l.split_once("tokens per expert] "))
+        .map(|(_, counts)| {
+            counts
+                .split_whitespace()
+                .map(|c| c.parse().unwrap())
+                .collect()
+        })
+        .collect();
+    // fixtures/moe/README.md: the Mixtral fixture has 2 layers of 8 experts with top-2 routing.
+    assert_eq!(rows.len(), 2, "{err}");
+    let prompt: u64 = err
+        .split("[prompt ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let reply: u64 = err
+        .split("reply ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Every token that ran through the model (the prompt, and each reply token but the last) chose 2 experts.
+    for row in rows {
+        assert_eq!(row.len(), 8);
+        assert_eq!(row.iter().sum::<u64>(), 2 * (prompt + reply - 1), "{err}");
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::stop::{StopScan, StopStrings};
 use crate::{EngineError, LoadedModel, Sampler, SamplingParams};
-use conch_models::KvCache;
+use conch_models::{ExpertCounts, KvCache};
 use conch_tokenizer::StreamDecoder;
 use std::time::{Duration, Instant};
 
@@ -60,6 +60,8 @@ pub struct Session<'m> {
     cache: KvCache,
     /// The tokens whose K/V are in `cache`, in order.
     history: Vec<u32>,
+    /// Tokens routed to each expert of each layer, when asked for (MoE models).
+    expert_counts: Option<ExpertCounts>,
 }
 
 impl<'m> Session<'m> {
@@ -70,7 +72,26 @@ impl<'m> Session<'m> {
             model,
             cache: model.model.new_cache(capacity),
             history: Vec::new(),
+            expert_counts: None,
         }
+    }
+
+    /// Counts the tokens routed to each expert of each layer from now on.
+    pub fn track_experts(&mut self) {
+        self.expert_counts.get_or_insert_with(ExpertCounts::default);
+    }
+
+    /// `counts[layer][expert]` since [`Self::track_experts`]; dense layers have empty rows.
+    pub fn expert_counts(&self) -> Option<&ExpertCounts> {
+        self.expert_counts.as_ref()
+    }
+
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
+        let model = &self.model.model;
+        Ok(match &mut self.expert_counts {
+            Some(counts) => model.forward_observed(tokens, &mut self.cache, false, counts)?,
+            None => model.forward(tokens, &mut self.cache, false)?,
+        })
     }
 
     pub fn capacity(&self) -> usize {
@@ -218,9 +239,7 @@ impl<'m> Decoding<'m> {
         session.history.truncate(common);
 
         let start = Instant::now();
-        let logits = model
-            .model
-            .forward(&prompt[common..], &mut session.cache, false)?;
+        let logits = session.forward(&prompt[common..])?;
         session.history.extend_from_slice(&prompt[common..]);
         let prefill_time = start.elapsed();
 
@@ -257,10 +276,7 @@ impl<'m> Decoding<'m> {
             });
         }
         if let Some(token) = self.pending.take() {
-            self.logits = session
-                .model
-                .model
-                .forward(&[token], &mut session.cache, false)?;
+            self.logits = session.forward(&[token])?;
             session.history.push(token);
         }
         if self.out.tokens.len() >= self.max_tokens {

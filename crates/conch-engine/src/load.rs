@@ -25,6 +25,22 @@ impl LoadedModel {
         self.model.config().context_length
     }
 
+    /// A conversation rendered with the chat template (ending with the assistant's turn opened) and
+    /// tokenized; a template that writes BOS itself does not get a second one.
+    pub fn chat_prompt(
+        &self,
+        messages: &[serde_json::Value],
+        tools: Option<&[serde_json::Value]>,
+    ) -> Result<Vec<u32>, EngineError> {
+        let text = self.chat_template.render(messages, tools, true, None)?;
+        let bos_written = self
+            .tokenizer
+            .bos_id()
+            .and_then(|b| self.tokenizer.id_to_token(b))
+            .is_some_and(|b| text.starts_with(&b));
+        Ok(self.tokenizer.encode(&text, !bos_written, true)?)
+    }
+
     /// Whether the tokenizer puts BOS in front of a text when asked to add special tokens.
     pub fn adds_bos(&self) -> bool {
         match (

@@ -21,7 +21,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use conch_engine::{FinishReason, GenerateOptions, LoadedModel};
+use conch_engine::{EngineError, FinishReason, GenerateOptions, LoadedModel};
 use engine::{Engine, Event, Finished, Job, EVENTS_PER_SEQUENCE};
 use openai::{fields, parse_body, ChatRequest, CommonParams, CompletionRequest, PromptInput};
 use serde_json::{json, Value};
@@ -302,23 +302,13 @@ fn chat_prompt(
     messages: &[Value],
     tools: Option<&[Value]>,
 ) -> Result<Vec<u32>, ApiError> {
-    let text = model
-        .chat_template
-        .render(messages, tools, true, None)
-        .map_err(|e| {
+    model.chat_prompt(messages, tools).map_err(|e| match e {
+        EngineError::Template(e) => {
             ApiError::bad_request(format!("the chat template failed on these messages: {e}"))
                 .with_param("messages")
-        })?;
-    // Templates that write BOS themselves must not get a second one.
-    let bos_written = model
-        .tokenizer
-        .bos_id()
-        .and_then(|b| model.tokenizer.id_to_token(b))
-        .is_some_and(|b| text.starts_with(&b));
-    model
-        .tokenizer
-        .encode(&text, !bos_written, true)
-        .map_err(|e| ApiError::bad_request(format!("the prompt cannot be tokenized: {e}")))
+        }
+        e => ApiError::bad_request(format!("the prompt cannot be tokenized: {e}")),
+    })
 }
 
 /// The sequences of one request on their way through the engine.
