@@ -269,6 +269,11 @@ fn opens_real_models_if_present() {
         })
         .unwrap_or_default();
     if models.is_empty() {
+        assert!(
+            std::env::var_os("CONCH_REQUIRE_REAL_MODELS").is_none(),
+            "no GGUF models in {}",
+            dir.display()
+        );
         println!("note: no GGUF models in {}, skipping", dir.display());
     }
     for path in models {

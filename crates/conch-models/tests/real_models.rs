@@ -12,6 +12,12 @@ fn model_path(file: &str) -> Option<PathBuf> {
     if p.is_file() {
         Some(p)
     } else {
+        // scripts/test fetches the models and sets this, so there a missing model is a failure.
+        assert!(
+            std::env::var_os("CONCH_REQUIRE_REAL_MODELS").is_none(),
+            "{} is missing",
+            p.display()
+        );
         eprintln!("skipping: {} not present", p.display());
         None
     }
