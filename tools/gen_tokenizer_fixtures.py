@@ -53,8 +53,21 @@ COPIED = {
 }
 
 
-def extract_vocab(src: pathlib.Path, dst: pathlib.Path) -> None:
-    """Copies every metadata key of `src` into a new GGUF without tensors."""
+# pre-tokenizer -> committed vocab it is tried on: llama.cpp applies that pre's splitting rules to
+# the vocabulary, so the ids check Conch's pre-tokenizer against llama.cpp's for families whose own
+# vocabulary is not reachable offline (DeepSeek-V3's, say). The test overrides the key in memory.
+PRE_VARIANTS = {
+    "deepseek-v3": "deepseek-llm",
+    "starcoder": "gpt-2",
+    "gpt-4o": "llama-bpe",
+    "falcon": "gpt-2",
+    "command-r": "gpt-2",
+}
+
+
+def extract_vocab(src: pathlib.Path, dst: pathlib.Path, overrides: dict | None = None) -> None:
+    """Copies every metadata key of `src` into a new GGUF without tensors (string keys in
+    `overrides` replaced)."""
     reader = gguf.GGUFReader(src)
     arch = reader.fields["general.architecture"].contents()
     writer = gguf.GGUFWriter(dst, arch)
@@ -63,7 +76,8 @@ def extract_vocab(src: pathlib.Path, dst: pathlib.Path) -> None:
             continue
         main_type = field.types[0]
         sub_type = field.types[-1] if main_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(name, field.contents(), main_type, sub_type)
+        value = (overrides or {}).get(name, field.contents())
+        writer.add_key_value(name, value, main_type, sub_type)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_ti_data_to_file()
@@ -157,6 +171,16 @@ def main() -> None:
         special.write_text(json.dumps(special_ids(path)) + "\n")
     for name in ("smollm2", "llama-spm"):
         hf_fixture(name, vocabs[name], corpus)
+    with tempfile.TemporaryDirectory() as tmp:
+        for pre, base in PRE_VARIANTS.items():
+            path = pathlib.Path(tmp) / f"{pre}.gguf"
+            extract_vocab(vocabs[base], path, {"tokenizer.ggml.pre": pre})
+            cases = [{"text": text, "special": tokenize(path, text, plain=False), "plain": tokenize(path, text, plain=True)}
+                     for text in corpus]
+            out = OUT / "expected" / f"pre-{pre}.json"
+            out.write_text(json.dumps({"vocab": base, "pre": pre, "cases": cases}, ensure_ascii=False, indent=0) + "\n",
+                           encoding="utf-8")
+            print(f"pre {pre} on {base}: {len(cases)} strings -> {out.relative_to(ROOT)}")
     for p in sorted((OUT / "vocab").iterdir()):
         print(f"{p.name}: {p.stat().st_size / 1e6:.1f} MB")
 

@@ -1,8 +1,8 @@
 //! Ids must equal llama.cpp's for every corpus string, on every committed vocabulary
 //! (fixtures written by tools/gen_tokenizer_fixtures.py with llama-tokenize).
 
-use conch_formats::GgufFile;
-use conch_tokenizer::Tokenizer;
+use conch_formats::{GgufFile, MetaValue};
+use conch_tokenizer::{GgufVocab, Tokenizer};
 use serde::Deserialize;
 use std::path::PathBuf;
 
@@ -141,4 +141,83 @@ fn gpt2_matches_llama_cpp() {
 #[test]
 fn llama_spm_matches_llama_cpp() {
     check_vocab("llama-spm");
+}
+
+#[derive(Deserialize)]
+struct PreVariant {
+    vocab: String,
+    pre: String,
+    cases: Vec<Case>,
+}
+
+/// A pre-tokenizer whose own vocabulary is not reachable offline, tried on a committed one: llama.cpp
+/// split the corpus with that pre's rules over the same vocabulary (the fixture swaps the key).
+fn check_pre(pre: &str) {
+    let path = fixtures().join("expected").join(format!("pre-{pre}.json"));
+    let variant: PreVariant =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(variant.pre, pre);
+    let gguf = GgufFile::open(
+        &fixtures()
+            .join("vocab")
+            .join(format!("{}.gguf", variant.vocab)),
+    )
+    .unwrap();
+    let pre_value = MetaValue::String(pre.to_string());
+    let lookup = |key: &str| {
+        if key == "tokenizer.ggml.pre" {
+            Some(&pre_value)
+        } else {
+            gguf.get(key)
+        }
+    };
+    let tok = Tokenizer::new(Box::new(
+        GgufVocab::from_metadata(&lookup).unwrap_or_else(|e| panic!("{pre}: {e}")),
+    ));
+    let mut failures = Vec::new();
+    for case in &variant.cases {
+        for (mode, add_special, parse_special, expected) in [
+            ("special", true, true, &case.special),
+            ("plain", false, false, &case.plain),
+        ] {
+            let got = tok.encode(&case.text, add_special, parse_special).unwrap();
+            if &got != expected {
+                failures.push(format!(
+                    "{mode} {:?}\n  llama.cpp {expected:?}\n  conch     {got:?}",
+                    case.text
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "pre {pre}: {} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn deepseek_v3_pre_tokenizer_matches_llama_cpp() {
+    check_pre("deepseek-v3");
+}
+
+#[test]
+fn starcoder_pre_tokenizer_matches_llama_cpp() {
+    check_pre("starcoder");
+}
+
+#[test]
+fn gpt_4o_pre_tokenizer_matches_llama_cpp() {
+    check_pre("gpt-4o");
+}
+
+#[test]
+fn falcon_pre_tokenizer_matches_llama_cpp() {
+    check_pre("falcon");
+}
+
+#[test]
+fn command_r_pre_tokenizer_matches_llama_cpp() {
+    check_pre("command-r");
 }
