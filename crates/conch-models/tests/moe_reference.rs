@@ -10,7 +10,8 @@ use conch_models::{
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-const TOLERANCE: f32 = 1e-4;
+mod common;
+use common::{assert_close, fixture_models, read_f32};
 
 struct RecordedLayer {
     top_k: usize,
@@ -31,14 +32,6 @@ fn fixture_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures/moe")
         .join(name)
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn read_i32(path: &Path) -> Vec<i32> {
@@ -90,16 +83,6 @@ fn reference(name: &str) -> Reference {
         has_gguf: json["gguf"].as_bool().unwrap(),
         layers,
     }
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    assert_eq!(got.len(), want.len(), "{what}: lengths");
-    let d = got
-        .iter()
-        .zip(want)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max);
-    assert!(d <= TOLERANCE, "{what}: max |diff| {d} > {TOLERANCE}");
 }
 
 /// Every (layer, position) choice the model reported, ids sorted with their weights.
@@ -209,13 +192,8 @@ fn check_model(label: &str, model: &dyn Model, r: &Reference) {
 
 fn check_fixture(name: &str) {
     let r = reference(name);
-    let dir = fixture_dir(name);
-    let model = load_hf(&HfModelDir::open(&dir.join("hf")).unwrap()).unwrap();
-    check_model(&format!("{name} (hf)"), model.as_ref(), &r);
-    if r.has_gguf {
-        let file = GgufFile::open(&dir.join("model.gguf")).unwrap();
-        let model = load_gguf(&file).unwrap();
-        check_model(&format!("{name} (gguf)"), model.as_ref(), &r);
+    for (label, model) in fixture_models(name, &fixture_dir(name), r.has_gguf) {
+        check_model(&label, model.as_ref(), &r);
     }
 }
 
@@ -416,22 +394,11 @@ fn hf_copy_with_config(
     tag: &str,
     edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
 ) -> PathBuf {
-    let src = fixture_dir(name).join("hf");
-    let dst = std::env::temp_dir().join(format!("conch-moe-{}-{name}-{tag}", std::process::id()));
-    std::fs::create_dir_all(&dst).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
-    edit(config.as_object_mut().unwrap());
-    std::fs::write(
-        dst.join("config.json"),
-        serde_json::to_vec(&config).unwrap(),
+    common::hf_copy_with_config(
+        &fixture_dir(name).join("hf"),
+        &format!("moe-{name}-{tag}"),
+        edit,
     )
-    .unwrap();
-    dst
 }
 
 fn load_error(dir: &Path) -> String {

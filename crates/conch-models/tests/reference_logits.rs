@@ -2,11 +2,12 @@
 //! (written by tools/gen_model_fixtures.py), from the HF directory and from llama.cpp's GGUF
 //! conversion of it, as one forward pass, token by token, and prefill-then-decode.
 
-use conch_formats::{GgufFile, HfModelDir};
-use conch_models::{load_gguf, load_hf, Model};
+use conch_formats::HfModelDir;
+use conch_models::{load_hf, Model};
 use std::path::{Path, PathBuf};
 
-const TOLERANCE: f32 = 1e-4;
+mod common;
+use common::{assert_close, fixture_models, read_f32};
 
 struct Reference {
     tokens: Vec<u32>,
@@ -26,11 +27,7 @@ fn reference(name: &str) -> Reference {
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("reference.json")).expect("reference.json"))
             .unwrap();
-    let bytes = std::fs::read(dir.join(json["logits"].as_str().unwrap())).unwrap();
-    let logits: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let logits = read_f32(&dir.join(json["logits"].as_str().unwrap()));
     let (rows, cols) = (
         json["rows"].as_u64().unwrap() as usize,
         json["cols"].as_u64().unwrap() as usize,
@@ -49,19 +46,6 @@ fn reference(name: &str) -> Reference {
         logits,
         has_gguf: json["gguf"].as_bool().unwrap(),
     }
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
-fn assert_close(what: &str, got: &[f32], want: &[f32]) {
-    let d = max_abs_diff(got, want);
-    assert!(d <= TOLERANCE, "{what}: max |diff| {d} > {TOLERANCE}");
 }
 
 /// (a) whole sequence at once, (b) token by token, (c) prefill of a part then decode of the rest,
@@ -113,14 +97,8 @@ fn check_model(label: &str, model: &dyn Model, r: &Reference) {
 
 fn check_fixture(name: &str) {
     let r = reference(name);
-    let dir = fixture_dir(name);
-    let hf = HfModelDir::open(&dir.join("hf")).unwrap();
-    let model = load_hf(&hf).unwrap();
-    check_model(&format!("{name} (hf)"), model.as_ref(), &r);
-    if r.has_gguf {
-        let file = GgufFile::open(&dir.join("model.gguf")).unwrap();
-        let model = load_gguf(&file).unwrap();
-        check_model(&format!("{name} (gguf)"), model.as_ref(), &r);
+    for (label, model) in fixture_models(name, &fixture_dir(name), r.has_gguf) {
+        check_model(&label, model.as_ref(), &r);
     }
 }
 
@@ -159,65 +137,44 @@ fn gemma3_softcap() {
     check_fixture("gemma3_softcap");
 }
 
-/// Copies the fixture's HF directory with `config.json` rewritten by `edit`.
-fn hf_copy_with_config(
-    name: &str,
-    edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
-) -> PathBuf {
-    let src = fixture_dir(name).join("hf");
-    let dst = std::env::temp_dir().join(format!(
-        "conch-models-old-keys-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dst).unwrap();
-    for entry in std::fs::read_dir(&src).unwrap() {
-        let p = entry.unwrap().path();
-        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
-    edit(config.as_object_mut().unwrap());
-    std::fs::write(
-        dst.join("config.json"),
-        serde_json::to_vec(&config).unwrap(),
-    )
-    .unwrap();
-    dst
-}
-
 /// The same weights described with transformers-4 keys (`rope_theta`, `rope_scaling`,
 /// `rope_local_base_freq`, `sliding_window_pattern`, no `layer_types`) give the same logits.
 #[test]
 fn old_style_config_keys() {
     use serde_json::json;
-    let dir = hf_copy_with_config("gemma3", |c| {
-        c.remove("rope_parameters");
-        c.remove("layer_types");
-        c.remove("_sliding_window_pattern");
-        c.insert("rope_theta".into(), json!(1000000.0));
-        c.insert("rope_local_base_freq".into(), json!(10000.0));
-        c.insert(
-            "rope_scaling".into(),
-            json!({"rope_type": "linear", "factor": 4.0}),
-        );
-        c.insert("sliding_window_pattern".into(), json!(6));
-    });
+    let dir =
+        common::hf_copy_with_config(&fixture_dir("gemma3").join("hf"), "old-keys-gemma3", |c| {
+            c.remove("rope_parameters");
+            c.remove("layer_types");
+            c.remove("_sliding_window_pattern");
+            c.insert("rope_theta".into(), json!(1000000.0));
+            c.insert("rope_local_base_freq".into(), json!(10000.0));
+            c.insert(
+                "rope_scaling".into(),
+                json!({"rope_type": "linear", "factor": 4.0}),
+            );
+            c.insert("sliding_window_pattern".into(), json!(6));
+        });
     let model = load_hf(&HfModelDir::open(&dir).unwrap()).unwrap();
     check_model("gemma3 (old keys)", model.as_ref(), &reference("gemma3"));
     std::fs::remove_dir_all(&dir).unwrap();
 
-    let dir = hf_copy_with_config("llama_rope_llama3_sharded", |c| {
-        let mut params = c.remove("rope_parameters").unwrap();
-        let theta = params
-            .as_object_mut()
-            .unwrap()
-            .remove("rope_theta")
-            .unwrap();
-        params.as_object_mut().unwrap().remove("rope_type");
-        params["type"] = json!("llama3");
-        c.insert("rope_theta".into(), theta);
-        c.insert("rope_scaling".into(), params);
-    });
+    let dir = common::hf_copy_with_config(
+        &fixture_dir("llama_rope_llama3_sharded").join("hf"),
+        "old-keys-llama3",
+        |c| {
+            let mut params = c.remove("rope_parameters").unwrap();
+            let theta = params
+                .as_object_mut()
+                .unwrap()
+                .remove("rope_theta")
+                .unwrap();
+            params.as_object_mut().unwrap().remove("rope_type");
+            params["type"] = json!("llama3");
+            c.insert("rope_theta".into(), theta);
+            c.insert("rope_scaling".into(), params);
+        },
+    );
     let model = load_hf(&HfModelDir::open(&dir).unwrap()).unwrap();
     check_model(
         "llama3 rope (old keys)",

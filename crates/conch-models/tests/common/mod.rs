@@ -1,0 +1,64 @@
+//! Helpers shared by the reference-logit tests (dense and MoE fixtures).
+#![allow(dead_code)] // each test binary uses its own subset
+
+use conch_formats::{GgufFile, HfModelDir};
+use conch_models::{load_gguf, load_hf, Model};
+use std::path::{Path, PathBuf};
+
+pub const TOLERANCE: f32 = 1e-4;
+
+/// A little-endian f32 file written by the fixture generators.
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+pub fn assert_close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let d = got
+        .iter()
+        .zip(want)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max);
+    assert!(d <= TOLERANCE, "{what}: max |diff| {d} > {TOLERANCE}");
+}
+
+/// The fixture's model from its HF directory, and from its GGUF conversion when it has one,
+/// each with a label naming the source.
+pub fn fixture_models(name: &str, dir: &Path, has_gguf: bool) -> Vec<(String, Box<dyn Model>)> {
+    let mut models = vec![(
+        format!("{name} (hf)"),
+        load_hf(&HfModelDir::open(&dir.join("hf")).unwrap()).unwrap(),
+    )];
+    if has_gguf {
+        let file = GgufFile::open(&dir.join("model.gguf")).unwrap();
+        models.push((format!("{name} (gguf)"), load_gguf(&file).unwrap()));
+    }
+    models
+}
+
+/// Copies the HF directory `src` to a fresh temporary one, with `config.json` rewritten by `edit`.
+pub fn hf_copy_with_config(
+    src: &Path,
+    tag: &str,
+    edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> PathBuf {
+    let dst = std::env::temp_dir().join(format!("conch-models-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dst).unwrap();
+    for entry in std::fs::read_dir(src).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(src.join("config.json")).unwrap()).unwrap();
+    edit(config.as_object_mut().unwrap());
+    std::fs::write(
+        dst.join("config.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
+    dst
+}
