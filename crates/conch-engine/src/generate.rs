@@ -1,5 +1,5 @@
-//! Generation for one sequence: prefill, sample, stream text, stop — all at once ([`Session::generate`])
-//! or one token at a time ([`Sequence`]).
+//! Generation: the per-sequence decoding state (sampler, stop rules, streamed text) and
+//! [`Session`], one sequence run to the end. [`crate::batch`] steps many sequences together.
 
 use crate::stop::{StopScan, StopStrings};
 use crate::{EngineError, LoadedModel, Sampler, SamplingParams};
@@ -17,6 +17,8 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// Keep going past the model's end-of-generation tokens.
     pub ignore_eos: bool,
+    /// Report each sampled token's log-probability and this many most likely alternatives.
+    pub logprobs: Option<usize>,
 }
 
 impl Default for GenerateOptions {
@@ -27,6 +29,7 @@ impl Default for GenerateOptions {
             stop_strings: Vec::new(),
             stop_tokens: Vec::new(),
             ignore_eos: false,
+            logprobs: None,
         }
     }
 }
@@ -88,10 +91,12 @@ impl<'m> Session<'m> {
 
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>, EngineError> {
         let model = &self.model.model;
-        Ok(match &mut self.expert_counts {
+        let logits = match &mut self.expert_counts {
             Some(counts) => model.forward_observed(tokens, &mut self.cache, false, counts)?,
             None => model.forward(tokens, &mut self.cache, false)?,
-        })
+        };
+        self.history.extend_from_slice(tokens);
+        Ok(logits)
     }
 
     pub fn capacity(&self) -> usize {
@@ -103,17 +108,32 @@ impl<'m> Session<'m> {
         self.history.clear();
     }
 
-    /// Generates a continuation of `prompt` (the whole sequence so far). `on_text` receives text as
-    /// it becomes final and returns false to cancel.
+    /// Generates a continuation of `prompt` (the whole sequence so far), reusing the longest
+    /// prefix of it the session already holds. `on_text` receives text as it becomes final and
+    /// returns false to cancel.
     pub fn generate(
         &mut self,
         prompt: &[u32],
         opts: &GenerateOptions,
         on_text: &mut dyn FnMut(&str) -> bool,
     ) -> Result<Generation, EngineError> {
-        let mut decoding = Decoding::begin(self, prompt, opts)?;
+        let mut decoding = Decoding::new(self.model, prompt, opts, self.capacity())?;
+        // At least one token must run to get logits.
+        let common = self
+            .history
+            .iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1);
+        self.cache.truncate(common);
+        self.history.truncate(common);
+        let start = Instant::now();
+        let mut logits = self.forward(&prompt[common..])?;
+        decoding.prefilled(common, start.elapsed());
         loop {
-            let step = decoding.step(self)?;
+            let room = self.cache.len() < self.cache.capacity();
+            let step = decoding.sample(&mut logits, &self.history, room);
             let keep_going = step.text.is_empty() || on_text(&step.text);
             if step.finished.is_some() {
                 break;
@@ -122,71 +142,53 @@ impl<'m> Session<'m> {
                 decoding.finish(FinishReason::Cancelled);
                 break;
             }
+            let token = step.token.expect("a running step has a token");
+            logits = self.forward(&[token])?;
         }
-        Ok(decoding.into_generation())
+        Ok(decoding.out)
     }
 }
 
-/// What one step of a [`Sequence`] produced.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The log-probability of a sampled token under the model, and the most likely alternatives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    pub token: u32,
+    pub logprob: f32,
+    /// The most likely tokens with their log-probabilities, most likely first (as many as the
+    /// options ask for).
+    pub top: Vec<(u32, f32)>,
+}
+
+/// What one step of a sequence produced.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Step {
     /// The token sampled and appended to the output; `None` when generation ended on an
-    /// end-of-generation or stop token (those are not part of the output) or had already ended.
+    /// end-of-generation or stop token (those are not part of the output), had already ended, or
+    /// the sequence is still reading its prompt.
     pub token: Option<u32>,
     /// Text that became final this step (possibly empty: held back for a stop string or an
     /// unfinished UTF-8 character).
     pub text: String,
     /// Set once generation has ended; later steps produce nothing.
     pub finished: Option<FinishReason>,
+    /// The sampled token's log-probabilities, when the options ask for them.
+    pub logprobs: Option<TokenLogprobs>,
 }
 
-/// One generation advanced a token at a time, so a caller can interleave many sequences (a
-/// server stepping each of its requests in turn) or drop one between steps to cancel it.
-/// [`Session::generate`] is this same loop run to the end.
-pub struct Sequence<'m> {
-    session: Session<'m>,
-    decoding: Decoding<'m>,
-}
-
-impl<'m> Sequence<'m> {
-    /// Checks the request and runs the prompt through the model (the prefill), reusing whatever
-    /// prefix of it `session` already holds.
-    pub fn start(
-        mut session: Session<'m>,
-        prompt: &[u32],
-        opts: &GenerateOptions,
-    ) -> Result<Sequence<'m>, EngineError> {
-        let decoding = Decoding::begin(&mut session, prompt, opts)?;
-        Ok(Sequence { session, decoding })
-    }
-
-    /// Samples the next token (running the model on the previous one first).
-    pub fn step(&mut self) -> Result<Step, EngineError> {
-        self.decoding.step(&mut self.session)
-    }
-
-    /// The output so far.
-    pub fn generation(&self) -> &Generation {
-        &self.decoding.out
-    }
-
-    pub fn is_finished(&self) -> bool {
-        self.decoding.finished.is_some()
-    }
-
-    /// Ends the generation (as cancelled if it was still running) and hands back the session,
-    /// whose cache holds the prompt and output for a next turn.
-    pub fn finish(mut self) -> (Session<'m>, Generation) {
-        if self.decoding.finished.is_none() {
-            self.decoding.finish(FinishReason::Cancelled);
+impl Step {
+    pub(crate) fn nothing(finished: Option<FinishReason>) -> Step {
+        Step {
+            token: None,
+            text: String::new(),
+            finished,
+            logprobs: None,
         }
-        (self.session, self.decoding.into_generation())
     }
 }
 
-/// The state of one generation apart from the session it runs in. Every call must pass the
-/// session given to [`Decoding::begin`]; [`Session::generate`] and [`Sequence`] keep them paired.
-struct Decoding<'m> {
+/// The state of one generation apart from the model and cache it runs on: sampler, streaming
+/// detokenizer, stop rules and the output so far.
+pub(crate) struct Decoding<'m> {
     sampler: Sampler,
     decoder: StreamDecoder<'m>,
     stops: StopStrings,
@@ -194,55 +196,36 @@ struct Decoding<'m> {
     max_tokens: usize,
     stop_tokens: Vec<u32>,
     ignore_eos: bool,
-    logits: Vec<f32>,
-    /// The last sampled token, not yet run through the model (its K/V are not in the cache).
-    pending: Option<u32>,
-    out: Generation,
+    logprobs: Option<usize>,
+    pub(crate) out: Generation,
     decode_start: Instant,
-    finished: Option<FinishReason>,
+    pub(crate) finished: Option<FinishReason>,
 }
 
 impl<'m> Decoding<'m> {
-    fn begin(
-        session: &mut Session<'m>,
+    /// Checks `prompt` and `opts` for a sequence of `capacity` positions.
+    pub(crate) fn new(
+        model: &'m LoadedModel,
         prompt: &[u32],
         opts: &GenerateOptions,
+        capacity: usize,
     ) -> Result<Decoding<'m>, EngineError> {
         opts.sampling.validate().map_err(EngineError::BadRequest)?;
         if prompt.is_empty() {
             return Err(EngineError::BadRequest("the prompt has no tokens".into()));
         }
-        let capacity = session.cache.capacity();
         if prompt.len() >= capacity {
             return Err(EngineError::PromptTooLong {
                 prompt_tokens: prompt.len(),
                 context: capacity,
             });
         }
-        let model: &'m LoadedModel = session.model;
         let vocab = model.model.config().vocab_size;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
             return Err(EngineError::BadRequest(format!(
                 "token id {bad} is outside the vocabulary of {vocab}"
             )));
         }
-
-        // Reuse the longest common prefix already in the cache; at least one token must run to get logits.
-        let common = session
-            .history
-            .iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1);
-        session.cache.truncate(common);
-        session.history.truncate(common);
-
-        let start = Instant::now();
-        let logits = session.forward(&prompt[common..])?;
-        session.history.extend_from_slice(&prompt[common..]);
-        let prefill_time = start.elapsed();
-
         Ok(Decoding {
             sampler: Sampler::new(opts.sampling.clone()),
             decoder: model.tokenizer.stream_decoder(true),
@@ -251,15 +234,14 @@ impl<'m> Decoding<'m> {
             max_tokens: opts.max_tokens,
             stop_tokens: opts.stop_tokens.clone(),
             ignore_eos: opts.ignore_eos,
-            logits,
-            pending: None,
+            logprobs: opts.logprobs,
             out: Generation {
                 text: String::new(),
                 tokens: Vec::new(),
                 finish_reason: FinishReason::Length,
                 prompt_tokens: prompt.len(),
-                reused_tokens: common,
-                prefill_time,
+                reused_tokens: 0,
+                prefill_time: Duration::ZERO,
                 decode_time: Duration::ZERO,
             },
             decode_start: Instant::now(),
@@ -267,29 +249,28 @@ impl<'m> Decoding<'m> {
         })
     }
 
-    fn step(&mut self, session: &mut Session<'m>) -> Result<Step, EngineError> {
+    /// The prompt has been read: decoding starts now.
+    pub(crate) fn prefilled(&mut self, reused_tokens: usize, prefill_time: Duration) {
+        self.out.reused_tokens = reused_tokens;
+        self.out.prefill_time = prefill_time;
+        self.decode_start = Instant::now();
+    }
+
+    /// Samples the next token from `logits` (changed in place). `history` is every token the
+    /// model has seen; `room` says whether the cache can take the sampled token.
+    pub(crate) fn sample(&mut self, logits: &mut [f32], history: &[u32], room: bool) -> Step {
         if let Some(reason) = self.finished {
-            return Ok(Step {
-                token: None,
-                text: String::new(),
-                finished: Some(reason),
-            });
-        }
-        if let Some(token) = self.pending.take() {
-            self.logits = session.forward(&[token])?;
-            session.history.push(token);
+            return Step::nothing(Some(reason));
         }
         if self.out.tokens.len() >= self.max_tokens {
-            return Ok(self.end_with_length(None, String::new()));
+            return self.end_with_length(None, String::new(), None);
         }
-        let token = self.sampler.sample(&mut self.logits, &session.history);
+        let raw = self.logprobs.map(|_| logits.to_vec());
+        let token = self.sampler.sample(logits, history);
+        let logprobs = raw.map(|raw| token_logprobs(&raw, token, self.logprobs.unwrap_or(0)));
         if self.stop_tokens.contains(&token) || (!self.ignore_eos && self.eos.contains(&token)) {
             self.finish(FinishReason::Stop);
-            return Ok(Step {
-                token: None,
-                text: String::new(),
-                finished: Some(FinishReason::Stop),
-            });
+            return Step::nothing(Some(FinishReason::Stop));
         }
         self.sampler.accept(token);
         self.out.tokens.push(token);
@@ -297,31 +278,35 @@ impl<'m> Decoding<'m> {
             StopScan::Stopped(text) => {
                 self.out.text.push_str(&text);
                 self.finish(FinishReason::Stop);
-                return Ok(Step {
+                return Step {
                     token: Some(token),
                     text,
                     finished: Some(FinishReason::Stop),
-                });
+                    logprobs,
+                };
             }
             StopScan::Continue(text) => text,
         };
-        if self.out.tokens.len() >= self.max_tokens
-            || session.cache.len() + 1 > session.cache.capacity()
-        {
-            return Ok(self.end_with_length(Some(token), text));
+        if self.out.tokens.len() >= self.max_tokens || !room {
+            return self.end_with_length(Some(token), text, logprobs);
         }
         self.out.text.push_str(&text);
-        self.pending = Some(token);
-        Ok(Step {
+        Step {
             token: Some(token),
             text,
             finished: None,
-        })
+            logprobs,
+        }
     }
 
     /// Ends at the length limit: text held back for a stop string or an unfinished character
     /// comes out after all.
-    fn end_with_length(&mut self, token: Option<u32>, mut text: String) -> Step {
+    fn end_with_length(
+        &mut self,
+        token: Option<u32>,
+        mut text: String,
+        logprobs: Option<TokenLogprobs>,
+    ) -> Step {
         text.push_str(&self.decoder.finish());
         text.push_str(&self.stops.finish());
         self.out.text.push_str(&text);
@@ -330,93 +315,36 @@ impl<'m> Decoding<'m> {
             token,
             text,
             finished: Some(FinishReason::Length),
+            logprobs,
         }
     }
 
-    fn finish(&mut self, reason: FinishReason) {
-        self.finished = Some(reason);
-        self.out.finish_reason = reason;
-        self.out.decode_time = self.decode_start.elapsed();
-    }
-
-    fn into_generation(self) -> Generation {
-        self.out
+    pub(crate) fn finish(&mut self, reason: FinishReason) {
+        if self.finished.is_none() {
+            self.finished = Some(reason);
+            self.out.finish_reason = reason;
+            self.out.decode_time = self.decode_start.elapsed();
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tiny_model() -> LoadedModel {
-        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../fixtures/models/llama_tied/model.gguf");
-        crate::load(&path).expect("fixture model loads")
+/// Log-probabilities under the model's own distribution (softmax of the raw logits, before any
+/// sampling setting): of `token`, and of the `top` most likely tokens.
+fn token_logprobs(raw: &[f32], token: u32, top: usize) -> TokenLogprobs {
+    let max = raw.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let log_total = (raw.iter().map(|&l| ((l - max) as f64).exp()).sum::<f64>()).ln() as f32;
+    let logprob = |t: u32| raw[t as usize] - max - log_total;
+    let mut best: Vec<u32> = (0..raw.len() as u32).collect();
+    let by_logit = |a: &u32, b: &u32| raw[*b as usize].total_cmp(&raw[*a as usize]).then(a.cmp(b));
+    let top = top.min(best.len());
+    if top > 0 && top < best.len() {
+        best.select_nth_unstable_by(top - 1, by_logit);
     }
-
-    #[test]
-    fn interleaved_sequences_match_whole_generations() {
-        let model = tiny_model();
-        let opts = GenerateOptions {
-            max_tokens: 9,
-            sampling: SamplingParams {
-                seed: Some(3),
-                ..SamplingParams::default()
-            },
-            ignore_eos: true,
-            ..Default::default()
-        };
-        let prompts: [&[u32]; 2] = [&[5, 17, 42, 99], &[7, 3, 64, 12, 8]];
-        let whole: Vec<Generation> = prompts
-            .iter()
-            .map(|p| {
-                Session::new(&model, Some(64))
-                    .generate(p, &opts, &mut |_| true)
-                    .unwrap()
-            })
-            .collect();
-
-        let mut sequences: Vec<Sequence> = prompts
-            .iter()
-            .map(|p| Sequence::start(Session::new(&model, Some(64)), p, &opts).unwrap())
-            .collect();
-        let mut texts = vec![String::new(); 2];
-        while sequences.iter().any(|s| !s.is_finished()) {
-            for (seq, text) in sequences.iter_mut().zip(&mut texts) {
-                text.push_str(&seq.step().unwrap().text);
-            }
-        }
-        for ((seq, text), expected) in sequences.into_iter().zip(texts).zip(whole) {
-            let (session, out) = seq.finish();
-            assert_eq!(
-                (&out.tokens, &out.text, out.finish_reason),
-                (&expected.tokens, &expected.text, FinishReason::Length)
-            );
-            assert_eq!(text, expected.text);
-            // The session keeps the prompt and all but the last token (never run through the model).
-            assert_eq!(
-                session.history.len(),
-                out.prompt_tokens + out.tokens.len() - 1
-            );
-        }
-    }
-
-    #[test]
-    fn finishing_early_counts_as_cancelled() {
-        let model = tiny_model();
-        let opts = GenerateOptions {
-            max_tokens: 50,
-            sampling: SamplingParams::greedy(),
-            ignore_eos: true,
-            ..Default::default()
-        };
-        let mut seq = Sequence::start(Session::new(&model, Some(64)), &[5, 17, 42], &opts).unwrap();
-        let step = seq.step().unwrap();
-        assert!(step.token.is_some() && step.finished.is_none());
-        let (_, out) = seq.finish();
-        assert_eq!(
-            (out.tokens.len(), out.finish_reason),
-            (1, FinishReason::Cancelled)
-        );
+    best.truncate(top);
+    best.sort_unstable_by(by_logit);
+    TokenLogprobs {
+        token,
+        logprob: logprob(token),
+        top: best.into_iter().map(|t| (t, logprob(t))).collect(),
     }
 }

@@ -2,16 +2,19 @@
 //!
 //! Invariant: no terminal, HTTP or argument parsing here; callers get values and callbacks.
 
+pub mod batch;
 pub mod generate;
 pub mod load;
 pub mod perplexity;
 pub mod sampler;
 pub mod stop;
 
-pub use generate::{FinishReason, GenerateOptions, Generation, Sequence, Session, Step};
+pub use batch::{BatchConfig, Scheduler, Sequence};
+pub use generate::{FinishReason, GenerateOptions, Generation, Session, Step, TokenLogprobs};
 pub use load::{load, LoadedModel};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampler::{Sampler, SamplingParams};
+pub use conch_models::{ExpertCounts, KvPoolStats, RoutingObserver};
 
 use thiserror::Error;
 

@@ -284,14 +284,19 @@ impl ModelConfig {
         self.num_kv_heads * self.head_dim
     }
 
-    /// Floats the KV cache keeps per position and layer: the K (and again the V) row, or for
-    /// latent attention the latent vector and the shared rotary key.
-    pub fn cache_row_width(&self) -> usize {
-        match (&self.mla, &self.lightning) {
-            (Some(m), _) => m.kv_lora_rank + m.qk_rope_head_dim,
+    /// What the KV cache keeps per position and layer: the K and V rows, or for latent attention
+    /// the latent vector and the shared rotary key (values are recomputed from it).
+    pub fn kv_layout(&self) -> crate::KvLayout {
+        let (key_width, value_width) = match (&self.mla, &self.lightning) {
+            (Some(m), _) => (m.kv_lora_rank + m.qk_rope_head_dim, 0),
             // Lightning layers keep a key per query head; softmax layers are widened to match.
-            (None, Some(_)) => self.q_dim(),
-            (None, None) => self.kv_dim(),
+            (None, Some(_)) => (self.q_dim(), self.q_dim()),
+            (None, None) => (self.kv_dim(), self.kv_dim()),
+        };
+        crate::KvLayout {
+            layers: self.num_layers,
+            key_width,
+            value_width,
         }
     }
 

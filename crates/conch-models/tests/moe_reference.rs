@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{assert_close, fixture_models, read_f32};
+use common::{assert_close, check_batched, fixture_models, read_f32};
 
 struct RecordedLayer {
     top_k: usize,
@@ -188,6 +188,7 @@ fn check_model(label: &str, model: &dyn Model, r: &Reference) {
         &rest,
         &r.logits[split * r.vocab..],
     );
+    check_batched(label, model, &r.tokens, &r.logits);
 }
 
 fn check_fixture(name: &str) {

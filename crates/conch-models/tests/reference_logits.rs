@@ -7,7 +7,7 @@ use conch_models::{load_hf, Model};
 use std::path::{Path, PathBuf};
 
 mod common;
-use common::{assert_close, fixture_models, read_f32};
+use common::{assert_close, check_batched, fixture_models, read_f32};
 
 struct Reference {
     tokens: Vec<u32>,
@@ -93,6 +93,8 @@ fn check_model(label: &str, model: &dyn Model, r: &Reference) {
         &again,
         &r.logits[3 * r.vocab..],
     );
+
+    check_batched(label, model, &r.tokens, &r.logits);
 }
 
 fn check_fixture(name: &str) {

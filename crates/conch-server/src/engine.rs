@@ -1,11 +1,13 @@
-//! The engine thread: owns up to `parallel` sequences and steps them in turn, one token each, so
-//! requests join and leave between steps. Model work never runs on the async runtime.
-//!
-//! Each step of each sequence is a separate forward pass over one token; batching the sequences
-//! of a step into one forward pass is later work.
+//! The engine thread: owns up to `parallel` sequences and steps them together — one batched
+//! forward pass per step over every running sequence (continuous batching with chunked prefill,
+//! paged KV cache and prefix cache: see `conch_engine::batch`). Requests join and leave between
+//! steps. Model work never runs on the async runtime.
 
 use crate::metrics::Metrics;
-use conch_engine::{FinishReason, GenerateOptions, LoadedModel, Sequence, Session};
+use conch_engine::{
+    BatchConfig, ExpertCounts, FinishReason, GenerateOptions, LoadedModel, Scheduler, Sequence,
+    TokenLogprobs,
+};
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
@@ -29,6 +31,8 @@ pub(crate) enum Event {
     Text {
         index: usize,
         text: String,
+        /// Log-probabilities of the tokens this text came from (when asked for).
+        logprobs: Vec<TokenLogprobs>,
         finished: Option<Finished>,
     },
     /// The sequence failed and was dropped.
@@ -145,12 +149,17 @@ struct Active<'m> {
     job: Job,
     enqueued: Instant,
     last_token: Option<Instant>,
+    /// Log-probabilities of tokens whose text is not yet sent.
+    logprobs: Vec<TokenLogprobs>,
 }
 
 fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
     let metrics = &shared.metrics;
+    let scheduler = Scheduler::new(model, BatchConfig::new(context, parallel));
+    let is_moe = model.model.config().moe.is_some();
     let mut active: Vec<Active> = Vec::new();
     loop {
+        metrics.record_kv(scheduler.pool_stats());
         let Some(admitted) = admit(shared, active.len(), parallel) else {
             return;
         };
@@ -161,11 +170,7 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
                 continue;
             }
             let started = catch_unwind(AssertUnwindSafe(|| {
-                Sequence::start(
-                    Session::new(model, Some(context)),
-                    &job.prompt,
-                    &job.options,
-                )
+                scheduler.start(&job.prompt, &job.options)
             }));
             match started {
                 Ok(Ok(sequence)) => {
@@ -176,6 +181,7 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
                         job,
                         enqueued,
                         last_token: None,
+                        logprobs: Vec::new(),
                     });
                 }
                 Ok(Err(e)) => fail(shared, &job, e.to_string()),
@@ -187,30 +193,58 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
             }
         }
 
-        let mut progressed = false;
-        active.retain_mut(|a| {
-            if a.job.events.is_closed() {
+        // A dropped client frees its sequence (and its cache blocks) now.
+        active.retain(|a| {
+            let closed = a.job.events.is_closed();
+            if closed {
                 metrics.record_cancelled();
                 end(shared);
-                return false;
             }
-            if a.job.events.capacity() == 0 {
-                return true; // the client has not read what it has; wait for it
+            !closed
+        });
+        // Sequences whose client has not read what it has wait; the rest step together.
+        let mut ready: Vec<&mut Active> = active
+            .iter_mut()
+            .filter(|a| a.job.events.capacity() > 0)
+            .collect();
+        if ready.is_empty() {
+            if !active.is_empty() {
+                // Every running sequence waits on its client: sleep until a job arrives or a
+                // moment passes.
+                let state = shared.lock();
+                if state.waiting.is_empty() && !state.shutdown {
+                    let _ = shared.wake.wait_timeout(state, Duration::from_millis(2));
+                }
             }
-            progressed = true;
-            let step = match catch_unwind(AssertUnwindSafe(|| a.sequence.step())) {
-                Ok(Ok(step)) => step,
-                Ok(Err(e)) => {
+            continue;
+        }
+        let mut experts = ExpertCounts::default();
+        let stepped = catch_unwind(AssertUnwindSafe(|| {
+            let mut sequences: Vec<&mut Sequence> =
+                ready.iter_mut().map(|a| &mut a.sequence).collect();
+            let observer = is_moe.then_some(&mut experts as &mut dyn conch_engine::RoutingObserver);
+            scheduler.step(&mut sequences, observer)
+        }));
+        let steps = match stepped {
+            Ok(Ok(steps)) => steps,
+            failed => {
+                let message = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the engine failed while generating".to_string(),
+                };
+                for a in ready.iter_mut() {
                     metrics.active_sequences.fetch_sub(1, Ordering::Relaxed);
-                    fail(shared, &a.job, e.to_string());
-                    return false;
+                    fail(shared, &a.job, message.clone());
+                    a.sequence.cancel();
                 }
-                Err(_) => {
-                    metrics.active_sequences.fetch_sub(1, Ordering::Relaxed);
-                    fail(shared, &a.job, "the engine failed while generating".into());
-                    return false;
-                }
-            };
+                active.retain(|a| !a.sequence.is_finished());
+                continue;
+            }
+        };
+        if is_moe {
+            metrics.record_experts(&experts.counts);
+        }
+        for (a, step) in ready.iter_mut().zip(steps) {
             if step.token.is_some() {
                 let now = Instant::now();
                 match a.last_token {
@@ -220,12 +254,13 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
                 a.last_token = Some(now);
                 metrics.record_token();
             }
+            a.logprobs.extend(step.logprobs);
             let finished = step.finished.map(|reason| Finished {
                 reason,
                 completion_tokens: a.sequence.generation().tokens.len(),
             });
             if step.text.is_empty() && finished.is_none() {
-                return true;
+                continue;
             }
             if finished.is_some() {
                 // Before the last event, so a client that saw its reply sees the slot free.
@@ -235,17 +270,11 @@ fn run(model: &LoadedModel, shared: &Shared, parallel: usize, context: usize) {
             let _ = a.job.events.try_send(Event::Text {
                 index: a.job.index,
                 text: step.text,
+                logprobs: std::mem::take(&mut a.logprobs),
                 finished,
             });
-            finished.is_none()
-        });
-        if !active.is_empty() && !progressed {
-            // Every running sequence waits on its client: sleep until a job arrives or a moment passes.
-            let state = shared.lock();
-            if state.waiting.is_empty() && !state.shutdown {
-                let _ = shared.wake.wait_timeout(state, Duration::from_millis(2));
-            }
         }
+        active.retain(|a| !a.sequence.is_finished());
     }
 }
 

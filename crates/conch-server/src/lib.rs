@@ -21,7 +21,7 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use conch_engine::{EngineError, FinishReason, GenerateOptions, LoadedModel};
+use conch_engine::{EngineError, FinishReason, GenerateOptions, LoadedModel, TokenLogprobs};
 use engine::{Engine, Event, Finished, Job, EVENTS_PER_SEQUENCE};
 use openai::{fields, parse_body, ChatRequest, CommonParams, CompletionRequest, PromptInput};
 use serde_json::{json, Value};
@@ -123,6 +123,7 @@ impl AppState {
                 api_key: config.api_key.clone(),
                 context,
                 started: unix_time(),
+                app,
             }),
         })
     }
@@ -257,6 +258,7 @@ async fn chat_completions(
     let options = common.options(
         &state.inner.model,
         request.max_completion_tokens.or(common.max_tokens),
+        true,
     )?;
     let model = state.inner.model.clone();
     let tools = request.tools.clone();
@@ -276,7 +278,11 @@ async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Respo
     request.check_unsupported()?;
     let prompts = request.prompts()?;
     // OpenAI's default for this endpoint is 16 tokens.
-    let options = common.options(&state.inner.model, Some(common.max_tokens.unwrap_or(16)))?;
+    let options = common.options(
+        &state.inner.model,
+        Some(common.max_tokens.unwrap_or(16)),
+        false,
+    )?;
     let model = state.inner.model.clone();
     let prompts = tokio::task::spawn_blocking(move || {
         prompts
@@ -439,8 +445,9 @@ async fn respond(
     let head = ResponseHead {
         id: response_id(endpoint),
         created: unix_time(),
-        model: state.inner.model.name.clone(),
+        model: state.inner.model.clone(),
         endpoint,
+        logprobs: common.logprobs(endpoint == Endpoint::Chat)?.is_some(),
     };
     if common.stream == Some(true) {
         return Ok(stream(run, head, common.include_usage()).into_response());
@@ -451,6 +458,7 @@ async fn respond(
         prompt_tokens,
     } = run;
     let mut texts = vec![String::new(); choices];
+    let mut logprobs: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); choices];
     let mut finished: Vec<Option<Finished>> = vec![None; choices];
     let mut remaining = choices;
     while remaining > 0 {
@@ -458,9 +466,11 @@ async fn respond(
             Some(Event::Text {
                 index,
                 text,
+                logprobs: lps,
                 finished: end,
             }) => {
                 texts[index].push_str(&text);
+                logprobs[index].extend(lps);
                 if end.is_some() {
                     finished[index] = end;
                     remaining -= 1;
@@ -478,12 +488,14 @@ async fn respond(
     let choices: Vec<Value> = texts
         .into_iter()
         .zip(&finished)
+        .zip(&logprobs)
         .enumerate()
-        .map(|(index, (text, end))| {
+        .map(|(index, ((text, end), lps))| {
             let reason = end.map(|f| finish_reason(f.reason));
+            let logprobs = head.logprobs_json(lps, &mut 0);
             match endpoint {
-                Endpoint::Chat => json!({ "index": index, "message": { "role": "assistant", "content": text }, "logprobs": null, "finish_reason": reason }),
-                Endpoint::Completion => json!({ "index": index, "text": text, "logprobs": null, "finish_reason": reason }),
+                Endpoint::Chat => json!({ "index": index, "message": { "role": "assistant", "content": text }, "logprobs": logprobs, "finish_reason": reason }),
+                Endpoint::Completion => json!({ "index": index, "text": text, "logprobs": logprobs, "finish_reason": reason }),
             }
         })
         .collect();
@@ -493,7 +505,7 @@ async fn respond(
         "text_completion"
     };
     Ok(Json(json!({
-        "id": head.id, "object": object, "created": head.created, "model": head.model,
+        "id": head.id, "object": object, "created": head.created, "model": head.model.name,
         "choices": choices, "usage": usage(prompt_tokens, completion_tokens),
     }))
     .into_response())
@@ -502,8 +514,10 @@ async fn respond(
 struct ResponseHead {
     id: String,
     created: u64,
-    model: String,
+    model: Arc<LoadedModel>,
     endpoint: Endpoint,
+    /// The request asked for log-probabilities.
+    logprobs: bool,
 }
 
 impl ResponseHead {
@@ -513,21 +527,73 @@ impl ResponseHead {
         } else {
             "text_completion"
         };
-        let mut chunk = json!({ "id": self.id, "object": object, "created": self.created, "model": self.model, "choices": choices });
+        let mut chunk = json!({ "id": self.id, "object": object, "created": self.created, "model": self.model.name, "choices": choices });
         if include_usage {
             chunk["usage"] = Value::Null;
         }
         chunk.to_string()
     }
 
-    fn choice(&self, index: usize, text: Option<&str>, reason: Option<&str>) -> Value {
+    fn choice(
+        &self,
+        index: usize,
+        text: Option<&str>,
+        logprobs: Value,
+        reason: Option<&str>,
+    ) -> Value {
         match self.endpoint {
             Endpoint::Chat => {
                 let delta = text.map_or(json!({}), |t| json!({ "content": t }));
-                json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": reason })
+                json!({ "index": index, "delta": delta, "logprobs": logprobs, "finish_reason": reason })
             }
             Endpoint::Completion => {
-                json!({ "index": index, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": reason })
+                json!({ "index": index, "text": text.unwrap_or(""), "logprobs": logprobs, "finish_reason": reason })
+            }
+        }
+    }
+
+    /// The `logprobs` object of a choice (or chunk) for `tokens`, in the endpoint's shape; null
+    /// when the request did not ask. `offset` is the text offset of the first token (completions),
+    /// advanced past these.
+    fn logprobs_json(&self, tokens: &[TokenLogprobs], offset: &mut usize) -> Value {
+        if !self.logprobs {
+            return Value::Null;
+        }
+        let bytes = |id: u32| self.model.tokenizer.token_bytes(id).unwrap_or_default();
+        let text = |id: u32| String::from_utf8_lossy(&bytes(id)).into_owned();
+        match self.endpoint {
+            Endpoint::Chat => {
+                let entry = |id: u32, logprob: f32| json!({ "token": text(id), "logprob": logprob, "bytes": bytes(id) });
+                let content: Vec<Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        let mut e = entry(t.token, t.logprob);
+                        e["top_logprobs"] = t.top.iter().map(|&(id, lp)| entry(id, lp)).collect();
+                        e
+                    })
+                    .collect();
+                json!({ "content": content })
+            }
+            Endpoint::Completion => {
+                let mut offsets = Vec::with_capacity(tokens.len());
+                for t in tokens {
+                    offsets.push(*offset);
+                    *offset += text(t.token).len();
+                }
+                let top: Vec<Value> = tokens
+                    .iter()
+                    .map(|t| {
+                        let map: serde_json::Map<String, Value> =
+                            t.top.iter().map(|&(id, lp)| (text(id), json!(lp))).collect();
+                        Value::Object(map)
+                    })
+                    .collect();
+                json!({
+                    "tokens": tokens.iter().map(|t| text(t.token)).collect::<Vec<_>>(),
+                    "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+                    "top_logprobs": top,
+                    "text_offset": offsets,
+                })
             }
         }
     }
@@ -547,6 +613,8 @@ fn stream(
         ready: VecDeque<String>,
         remaining: usize,
         completion_tokens: usize,
+        /// Per choice, the text offset of its next token (completions' logprobs).
+        offsets: Vec<usize>,
         ended: bool,
     }
     let mut ready = VecDeque::new();
@@ -558,6 +626,7 @@ fn stream(
     }
     let remaining = run.choices;
     let state = Streaming {
+        offsets: vec![0; run.choices],
         run,
         head,
         include_usage,
@@ -591,11 +660,13 @@ fn stream(
                 Some(Event::Text {
                     index,
                     text,
+                    logprobs,
                     finished,
                 }) => {
-                    if !text.is_empty() {
+                    if !text.is_empty() || !logprobs.is_empty() {
+                        let lps = s.head.logprobs_json(&logprobs, &mut s.offsets[index]);
                         s.ready.push_back(s.head.chunk(
-                            json!([s.head.choice(index, Some(&text), None)]),
+                            json!([s.head.choice(index, Some(&text), lps, None)]),
                             s.include_usage,
                         ));
                     }
@@ -603,7 +674,12 @@ fn stream(
                         s.remaining -= 1;
                         s.completion_tokens += f.completion_tokens;
                         s.ready.push_back(s.head.chunk(
-                            json!([s.head.choice(index, None, Some(finish_reason(f.reason)))]),
+                            json!([s.head.choice(
+                                index,
+                                None,
+                                Value::Null,
+                                Some(finish_reason(f.reason))
+                            )]),
                             s.include_usage,
                         ));
                     }

@@ -1,5 +1,6 @@
 //! Counters and histograms for `GET /metrics`, in Prometheus' text format.
 
+use conch_engine::KvPoolStats;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -68,6 +69,10 @@ pub struct Metrics {
     inter_token_latency: Mutex<Histogram>,
     pub(crate) queue_depth: AtomicUsize,
     pub(crate) active_sequences: AtomicUsize,
+    /// The KV pool and prefix cache as of the engine's last step.
+    kv: Mutex<KvPoolStats>,
+    /// Tokens routed to each expert of each MoE layer (`[layer][expert]`).
+    expert_tokens: Mutex<Vec<Vec<u64>>>,
 }
 
 impl Default for Metrics {
@@ -81,6 +86,8 @@ impl Default for Metrics {
             inter_token_latency: Mutex::new(Histogram::new(INTER_TOKEN_BUCKETS)),
             queue_depth: AtomicUsize::new(0),
             active_sequences: AtomicUsize::new(0),
+            kv: Mutex::default(),
+            expert_tokens: Mutex::default(),
         }
     }
 }
@@ -116,6 +123,26 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .observe(d.as_secs_f64());
+    }
+
+    pub(crate) fn record_kv(&self, stats: KvPoolStats) {
+        *self.kv.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+    }
+
+    /// Adds `counts` (`[layer][expert]`) to the tokens routed per expert.
+    pub(crate) fn record_experts(&self, counts: &[Vec<u64>]) {
+        let mut total = self.expert_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if total.len() < counts.len() {
+            total.resize_with(counts.len(), Vec::new);
+        }
+        for (row, add) in total.iter_mut().zip(counts) {
+            if row.len() < add.len() {
+                row.resize(add.len(), 0);
+            }
+            for (t, a) in row.iter_mut().zip(add) {
+                *t += a;
+            }
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -175,6 +202,44 @@ impl Metrics {
             "Sequences being generated.",
             self.active_sequences.load(Ordering::Relaxed),
         );
+        let kv = *self.kv.lock().unwrap_or_else(|e| e.into_inner());
+        gauge(
+            &mut out,
+            "conch_kv_blocks_used",
+            "KV-cache blocks held by sequences or the prefix cache.",
+            kv.used_blocks,
+        );
+        gauge(
+            &mut out,
+            "conch_kv_blocks_free",
+            "KV-cache blocks not yet handed out.",
+            kv.total_blocks.saturating_sub(kv.used_blocks),
+        );
+        gauge(
+            &mut out,
+            "conch_prefix_cache_blocks",
+            "KV-cache blocks kept in the prefix cache.",
+            kv.cached_blocks,
+        );
+        counter(
+            &mut out,
+            "conch_prefix_cache_hit_tokens_total",
+            "Prompt tokens taken from the prefix cache instead of computed.",
+            kv.hit_tokens,
+        );
+        let experts = self.expert_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if experts.iter().any(|row| !row.is_empty()) {
+            out.push_str("# HELP conch_expert_tokens_total Tokens routed to each expert of each mixture-of-experts layer.\n# TYPE conch_expert_tokens_total counter\n");
+            for (layer, row) in experts.iter().enumerate() {
+                for (expert, count) in row.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "conch_expert_tokens_total{{layer=\"{layer}\",expert=\"{expert}\"}} {count}"
+                    );
+                }
+            }
+        }
+        drop(experts);
         self.time_to_first_token
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -65,7 +65,8 @@ pub struct CommonParams {
     pub min_p: Option<f32>,
     pub repetition_penalty: Option<f32>,
     pub ignore_eos: Option<bool>,
-    /// Not supported yet: rejected when set to anything but its "off" value.
+    /// Chat: `true` for the sampled tokens' log-probabilities, with `top_logprobs` (0–20)
+    /// alternatives each. Completions: the number of alternatives (0–5).
     pub logprobs: Option<Value>,
     pub top_logprobs: Option<Value>,
     pub response_format: Option<Value>,
@@ -113,14 +114,6 @@ impl CommonParams {
 
     /// Rejects what this server does not implement, rather than ignoring it.
     fn reject_unsupported(&self) -> Result<(), ApiError> {
-        let off =
-            |v: &Option<Value>| matches!(v, None | Some(Value::Null) | Some(Value::Bool(false)));
-        if !off(&self.logprobs) {
-            return Err(ApiError::unsupported("logprobs", "logprobs"));
-        }
-        if !off(&self.top_logprobs) && self.top_logprobs != Some(Value::from(0)) {
-            return Err(ApiError::unsupported("top_logprobs", "top_logprobs"));
-        }
         if let Some(format) = &self.response_format {
             let kind = format.get("type").and_then(Value::as_str);
             if !format.is_null() && kind != Some("text") {
@@ -139,14 +132,51 @@ impl CommonParams {
         Ok(())
     }
 
+    /// How many alternatives to report with each sampled token's log-probability (`None`: no
+    /// log-probabilities), as the chat (`chat`) or the completions endpoint reads the fields.
+    pub fn logprobs(&self, chat: bool) -> Result<Option<usize>, ApiError> {
+        let count = |v: &Value, name: &str, max: u64| match v.as_u64() {
+            Some(n) if n <= max => Ok(n as usize),
+            _ => Err(ApiError::bad_request(format!(
+                "{name} must be an integer from 0 to {max}"
+            ))
+            .with_param(name)),
+        };
+        let top = match &self.top_logprobs {
+            None | Some(Value::Null) => None,
+            Some(v) if chat => Some(count(v, "top_logprobs", 20)?),
+            Some(_) => {
+                return Err(ApiError::bad_request(
+                    "top_logprobs belongs to the chat endpoint; here logprobs is the count",
+                )
+                .with_param("top_logprobs"))
+            }
+        };
+        match (&self.logprobs, chat) {
+            (None | Some(Value::Null) | Some(Value::Bool(false)), _) => match top {
+                Some(_) => Err(ApiError::bad_request("top_logprobs needs logprobs: true")
+                    .with_param("top_logprobs")),
+                None => Ok(None),
+            },
+            (Some(Value::Bool(true)), true) => Ok(Some(top.unwrap_or(0))),
+            (Some(v), false) => count(v, "logprobs", 5).map(Some),
+            (Some(_), true) => {
+                Err(ApiError::bad_request("logprobs must be a boolean").with_param("logprobs"))
+            }
+        }
+    }
+
     /// Generation options from the request over the model's defaults. `max_tokens` is the
-    /// request's limit, if any (the context bounds it in any case).
+    /// request's limit, if any (the context bounds it in any case); `chat` says which endpoint
+    /// the fields are read for.
     pub fn options(
         &self,
         model: &LoadedModel,
         max_tokens: Option<u32>,
+        chat: bool,
     ) -> Result<GenerateOptions, ApiError> {
         self.reject_unsupported()?;
+        let logprobs = self.logprobs(chat)?;
         let mut s = model.default_sampling.clone();
         if let Some(v) = self.temperature {
             s.temperature = v;
@@ -228,6 +258,7 @@ impl CommonParams {
             stop_strings,
             stop_tokens: Vec::new(),
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            logprobs,
         })
     }
 }

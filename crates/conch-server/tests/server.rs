@@ -550,8 +550,15 @@ async fn bad_requests_get_openai_errors() {
         "{body}"
     );
 
+    for bad in [
+        json!({ "logprobs": 3 }),
+        json!({ "logprobs": true, "top_logprobs": 21 }),
+        json!({ "top_logprobs": 2 }),
+    ] {
+        let (status, body) = s.post("/v1/chat/completions", chat_body(bad.clone())).await;
+        assert_eq!(error(status, &body), 400, "{bad}");
+    }
     for unsupported in [
-        json!({ "logprobs": true }),
         json!({ "response_format": { "type": "json_object" } }),
         json!({ "tool_choice": "required" }),
     ] {
@@ -645,4 +652,69 @@ async fn metrics_count_requests_and_tokens() {
     );
     assert_eq!(metric(&text, "conch_queue_depth"), 0.0);
     assert_eq!(metric(&text, "conch_active_sequences"), 0.0);
+}
+
+/// The fixture's reference: its tokens and transformers' logits for each position.
+fn transformers_logits() -> (Vec<u32>, Vec<Vec<f32>>) {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/models/llama_tied");
+    let json: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let raw = std::fs::read(dir.join(json["logits"].as_str().unwrap())).unwrap();
+    let floats: Vec<f32> = raw
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    let cols = json["cols"].as_u64().unwrap() as usize;
+    let tokens = json["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect();
+    (tokens, floats.chunks(cols).map(<[f32]>::to_vec).collect())
+}
+
+fn log_softmax(row: &[f32]) -> Vec<f64> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let total: f64 = row.iter().map(|&l| (l as f64 - max).exp()).sum();
+    row.iter().map(|&l| l as f64 - max - total.ln()).collect()
+}
+
+#[tokio::test]
+async fn logprobs_match_transformers() {
+    let s = start(config(2, 4)).await;
+    let (tokens, logits) = transformers_logits();
+    let prompt = &tokens[..6];
+    let reference = log_softmax(&logits[5]);
+    let mut ranked: Vec<usize> = (0..reference.len()).collect();
+    ranked.sort_by(|&a, &b| reference[b].total_cmp(&reference[a]));
+
+    let mut body = greedy_completion(prompt, 1);
+    body["logprobs"] = json!(3);
+    let (status, body) = s.post("/v1/completions", body).await;
+    assert_eq!(status, 200, "{body}");
+    let lp = &body["choices"][0]["logprobs"];
+    let first = lp["token_logprobs"][0].as_f64().unwrap();
+    // Greedy picks the most likely token, whose log-probability transformers gives.
+    assert!((first - reference[ranked[0]]).abs() < 1e-3, "{first} vs {}", reference[ranked[0]]);
+    // The alternatives are keyed by text, so tokens with the same text share an entry.
+    let top = lp["top_logprobs"][0].as_object().unwrap();
+    assert!(!top.is_empty() && top.len() <= 3);
+    for v in top.values() {
+        let v = v.as_f64().unwrap();
+        assert!(ranked[..3].iter().any(|&r| (v - reference[r]).abs() < 1e-3), "{v}");
+    }
+
+    let chat = chat_body(json!({ "logprobs": true, "top_logprobs": 2, "max_tokens": 3 }));
+    let (status, body) = s.post("/v1/chat/completions", chat).await;
+    assert_eq!(status, 200, "{body}");
+    let content = body["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    assert_eq!(content.len(), 3);
+    for entry in content {
+        let lp = entry["logprob"].as_f64().unwrap();
+        assert!(lp <= 0.0);
+        assert_eq!(entry["top_logprobs"].as_array().unwrap().len(), 2);
+        assert!(entry["bytes"].is_array() && entry["token"].is_string());
+    }
 }

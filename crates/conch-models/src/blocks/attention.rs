@@ -2,7 +2,8 @@
 //! soft-capping and attention sinks.
 
 use super::{Linear, Norm, Rope};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::LayerRows;
+use crate::BatchItem;
 use conch_kernels::{ops, pool};
 use std::cell::RefCell;
 use std::sync::Mutex;
@@ -55,19 +56,23 @@ impl AttentionScratch {
 }
 
 impl Attention {
-    /// Attention of `x` (`n` normalized rows at positions `cache.len()..`) over the cache and
-    /// themselves; appends their K/V to `layer` of `cache` and writes `out` (`n × hidden`).
+    /// Attention of `x` (the normalized rows of every item of `batch`, item after item; item `i`'s
+    /// rows start at `first_rows[i]` and sit at positions `cache.len()..` of its cache) over each
+    /// item's own cache and itself; appends their K/V to `layer` of the caches and writes `out`
+    /// (`rows × hidden`).
     pub fn forward(
         &self,
         x: &[f32],
-        n: usize,
-        cache: &mut KvCache,
+        batch: &mut [BatchItem<'_>],
+        first_rows: &[usize],
         layer: usize,
         s: &mut AttentionScratch,
         out: &mut [f32],
     ) {
-        let start = cache.len();
         let hd = self.head_dim;
+        let q_dim = self.num_heads * hd;
+        let kv_dim = self.num_kv_heads * hd;
+        let n = s.q.len() / q_dim;
         self.q.forward(x, n, &mut s.q);
         self.k.forward(x, n, &mut s.k);
         self.v.forward(x, n, &mut s.v);
@@ -82,44 +87,54 @@ impl Attention {
                 *v = v.clamp(-clip, clip);
             }
         }
-        self.rope.apply(&mut s.q, n, start, hd);
-        self.rope.apply(&mut s.k, n, start, hd);
-        cache.append(layer, &s.k, &s.v);
+        // Each row's item and position.
+        let mut row_places = Vec::with_capacity(n);
+        for (i, (item, &first)) in batch.iter_mut().zip(first_rows).enumerate() {
+            let rows = first..first + item.tokens.len();
+            let start = item.cache.len();
+            let count = rows.len();
+            self.rope
+                .apply(&mut s.q[rows.start * q_dim..rows.end * q_dim], count, start, hd);
+            self.rope
+                .apply(&mut s.k[rows.start * kv_dim..rows.end * kv_dim], count, start, hd);
+            item.cache.append(
+                layer,
+                &s.k[rows.start * kv_dim..rows.end * kv_dim],
+                &s.v[rows.start * kv_dim..rows.end * kv_dim],
+            );
+            row_places.extend((0..count).map(|t| (i, start + t)));
+        }
 
-        let (keys, values) = cache.layer(layer);
-        let q_dim = self.num_heads * hd;
-        // One task per (token, head); each owns its slice of the context rows.
+        let views: Vec<LayerRows> = batch.iter().map(|b| b.cache.layer(layer)).collect();
+        // One task per (row, head); each owns its slice of the context rows.
         let contexts: Vec<Mutex<&mut [f32]>> =
             s.context.chunks_exact_mut(hd).map(Mutex::new).collect();
         let queries = &s.q;
         pool::parallel_for(n * self.num_heads, |task| {
-            let (t, h) = (task / self.num_heads, task % self.num_heads);
-            let q = &queries[t * q_dim + h * hd..][..hd];
+            let (row, h) = (task / self.num_heads, task % self.num_heads);
+            let (item, pos) = row_places[row];
+            let q = &queries[row * q_dim + h * hd..][..hd];
             let mut ctx = contexts[task].lock().unwrap_or_else(|e| e.into_inner());
-            self.attend(q, start + t, h, keys, values, &mut ctx);
+            self.attend(q, pos, h, views[item], &mut ctx);
         });
+        drop(contexts);
         self.o.forward(&s.context, n, out);
     }
 
     /// Context vector `ctx` of query `q` (head `head`, at position `pos`) over cached keys/values.
-    fn attend(
-        &self,
-        q: &[f32],
-        pos: usize,
-        head: usize,
-        keys: &[f32],
-        values: &[f32],
-        ctx: &mut [f32],
-    ) {
+    fn attend(&self, q: &[f32], pos: usize, head: usize, rows: LayerRows, ctx: &mut [f32]) {
         let hd = self.head_dim;
-        let kv_dim = self.num_kv_heads * hd;
         let kv_off = (head / (self.num_heads / self.num_kv_heads)) * hd;
+        let kv_dim = self.num_kv_heads * hd;
         let first = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
         SCORES.with_borrow_mut(|scores| {
             scores.clear();
-            scores.extend(
-                (first..=pos).map(|j| ops::dot(q, &keys[j * kv_dim + kv_off..][..hd]) * self.scale),
-            );
+            for (_, keys) in rows.key_runs(first..pos + 1) {
+                scores.extend(
+                    keys.chunks_exact(kv_dim)
+                        .map(|k| ops::dot(q, &k[kv_off..kv_off + hd]) * self.scale),
+                );
+            }
             if let Some(cap) = self.softcap {
                 ops::softcap(scores, cap);
             }
@@ -132,8 +147,11 @@ impl Attention {
                 None => ops::softmax(scores),
             }
             ctx.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                ops::axpy(p, &values[(first + j) * kv_dim + kv_off..][..hd], ctx);
+            let mut weights = scores.iter();
+            for (_, values) in rows.value_runs(first..pos + 1) {
+                for (v, &p) in values.chunks_exact(kv_dim).zip(&mut weights) {
+                    ops::axpy(p, &v[kv_off..kv_off + hd], ctx);
+                }
             }
         });
     }

@@ -10,7 +10,7 @@ use crate::config::{AttentionKind, ModelConfig};
 use crate::kv_cache::KvCache;
 use crate::moe::ExpertScratch;
 use crate::weights::{vector_f32, Global, Naming, Part, Weights};
-use crate::{Model, ModelError};
+use crate::{BatchItem, Model, ModelError};
 use conch_formats::TensorStore;
 use conch_kernels::ops;
 
@@ -315,14 +315,10 @@ impl Decoder {
         if let Some(&token) = tokens.iter().find(|t| **t as usize >= vocab_size) {
             return Err(ModelError::TokenOutOfRange { token, vocab_size });
         }
-        let width = self.config.cache_row_width();
-        if cache.num_layers() != self.config.num_layers || cache.kv_dim() != width {
+        let (have, want) = (cache.layout(), self.config.kv_layout());
+        if have != want {
             return Err(ModelError::CacheMismatch(format!(
-                "cache has {} layers of width {}, model has {} of width {}",
-                cache.num_layers(),
-                cache.kv_dim(),
-                self.config.num_layers,
-                width
+                "cache rows are {have:?}, the model's are {want:?}"
             )));
         }
         Ok(())
@@ -330,22 +326,30 @@ impl Decoder {
 }
 
 impl Decoder {
-    /// The forward pass of [`Model::forward`], reporting each MoE layer's routing to `observer`.
+    /// The forward pass of [`Model::forward_batch`].
     fn run(
         &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        all_logits: bool,
+        batch: &mut [BatchItem<'_>],
         mut observer: Option<&mut dyn RoutingObserver>,
-    ) -> Result<Vec<f32>, ModelError> {
-        self.check_input(tokens, cache)?;
-        cache.reserve(tokens.len())?;
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        for item in batch.iter_mut() {
+            self.check_input(item.tokens, item.cache)?;
+            item.cache.reserve(item.tokens.len())?;
+        }
         let c = &self.config;
-        let n = tokens.len();
         let hidden = c.hidden_size;
-        let start = cache.len();
+        let mut first_rows = Vec::with_capacity(batch.len());
+        let mut n = 0;
+        for item in batch.iter() {
+            first_rows.push(n);
+            n += item.tokens.len();
+        }
+        if n == 0 {
+            return Ok(Vec::new());
+        }
 
         let mut x = vec![0f32; n * hidden];
+        let tokens = batch.iter().flat_map(|item| item.tokens.iter());
         for (row, &token) in x.chunks_exact_mut(hidden).zip(tokens) {
             self.embedding.lookup(token as usize, row)?;
         }
@@ -369,10 +373,23 @@ impl Decoder {
             layer.attn_norm.forward(&mut h);
             match &layer.attn {
                 LayerAttention::Standard(attn) => {
-                    attn.forward(&h, n, cache, i, &mut attn_scratch, &mut branch)
+                    attn.forward(&h, batch, &first_rows, i, &mut attn_scratch, &mut branch)
                 }
-                LayerAttention::Latent(attn) => attn.forward(&h, n, cache, i, &mut branch),
-                LayerAttention::Lightning(attn) => attn.forward(&h, n, cache, i, &mut branch),
+                // These run sequence by sequence.
+                LayerAttention::Latent(attn) => {
+                    for (item, &first) in batch.iter_mut().zip(&first_rows) {
+                        let rows = first * hidden..(first + item.tokens.len()) * hidden;
+                        let count = item.tokens.len();
+                        attn.forward(&h[rows.clone()], count, item.cache, i, &mut branch[rows]);
+                    }
+                }
+                LayerAttention::Lightning(attn) => {
+                    for (item, &first) in batch.iter_mut().zip(&first_rows) {
+                        let rows = first * hidden..(first + item.tokens.len()) * hidden;
+                        let count = item.tokens.len();
+                        attn.forward(&h[rows.clone()], count, item.cache, i, &mut branch[rows]);
+                    }
+                }
             }
             if let Some(norm) = &layer.post_attn_norm {
                 norm.forward(&mut branch);
@@ -390,7 +407,7 @@ impl Decoder {
                 FeedForward::Moe(moe) => {
                     let routing = moe.forward(&h, n, hidden, &mut expert_scratch, &mut branch)?;
                     if let Some(obs) = observer.as_deref_mut() {
-                        obs.observe(i, start, &routing);
+                        report_routing(obs, i, batch, &first_rows, &routing);
                     }
                 }
             }
@@ -400,24 +417,62 @@ impl Decoder {
             let mlp_factors = c.lightning.as_ref().map(|l| (l.mlp_alpha, l.mlp_beta));
             add_residual(&mut x, &h, &branch, residual, mlp_factors);
         }
-        cache.commit(n);
+        for item in batch.iter_mut() {
+            item.cache.commit(item.tokens.len());
+        }
 
-        let rows = if all_logits {
-            &mut x[..]
-        } else {
-            &mut x[(n - 1) * hidden..]
-        };
-        let out_rows = rows.len() / hidden;
-        self.final_norm.forward(rows);
-        let mut logits = vec![0f32; out_rows * c.vocab_size];
-        self.output.forward(rows, out_rows, &mut logits);
+        // The rows whose logits are wanted, gathered so the output matrix streams once for all.
+        let mut wanted = Vec::new();
+        for (item, &first) in batch.iter().zip(&first_rows) {
+            let last = first + item.tokens.len();
+            let from = if item.all_logits { first } else { last - 1 };
+            wanted.extend(from..last);
+        }
+        let mut rows = Vec::with_capacity(wanted.len() * hidden);
+        for &r in &wanted {
+            rows.extend_from_slice(&x[r * hidden..(r + 1) * hidden]);
+        }
+        drop(x);
+        self.final_norm.forward(&mut rows);
+        let vocab = c.vocab_size;
+        let mut logits = vec![0f32; wanted.len() * vocab];
+        self.output.forward(&rows, wanted.len(), &mut logits);
         if let Some(d) = c.logit_divisor {
             ops::scale(&mut logits, 1.0 / d);
         }
         if let Some(cap) = c.final_logit_softcap {
             ops::softcap(&mut logits, cap);
         }
-        Ok(logits)
+        let mut out = Vec::with_capacity(batch.len());
+        let mut rest = &logits[..];
+        for item in batch.iter() {
+            let count = if item.all_logits { item.tokens.len() } else { 1 };
+            let (mine, tail) = rest.split_at(count * vocab);
+            out.push(mine.to_vec());
+            rest = tail;
+        }
+        Ok(out)
+    }
+}
+
+/// Tells `observer` each sequence's routing in a layer, with the positions of its tokens.
+fn report_routing(
+    observer: &mut dyn RoutingObserver,
+    layer: usize,
+    batch: &[BatchItem<'_>],
+    first_rows: &[usize],
+    routing: &crate::moe::Routing,
+) {
+    let k = routing.top_k;
+    for (item, &first) in batch.iter().zip(first_rows) {
+        let rows = first * k..(first + item.tokens.len()) * k;
+        let part = crate::moe::Routing {
+            top_k: k,
+            ids: routing.ids[rows.clone()].to_vec(),
+            weights: routing.weights[rows].to_vec(),
+        };
+        // Called before the caches commit, so their length is still the first new position.
+        observer.observe(layer, item.cache.len(), &part);
     }
 }
 
@@ -486,30 +541,11 @@ impl Model for Decoder {
         &self.config
     }
 
-    fn new_cache(&self, capacity: usize) -> KvCache {
-        KvCache::new(
-            self.config.num_layers,
-            self.config.cache_row_width(),
-            capacity,
-        )
-    }
-
-    fn forward(
+    fn forward_batch(
         &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        all_logits: bool,
-    ) -> Result<Vec<f32>, ModelError> {
-        self.run(tokens, cache, all_logits, None)
-    }
-
-    fn forward_observed(
-        &self,
-        tokens: &[u32],
-        cache: &mut KvCache,
-        all_logits: bool,
-        observer: &mut dyn RoutingObserver,
-    ) -> Result<Vec<f32>, ModelError> {
-        self.run(tokens, cache, all_logits, Some(observer))
+        batch: &mut [BatchItem<'_>],
+        observer: Option<&mut dyn RoutingObserver>,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.run(batch, observer)
     }
 }

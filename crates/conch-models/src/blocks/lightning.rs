@@ -56,7 +56,7 @@ impl LightningAttention {
         }
         cache.append(layer, &k, &v);
 
-        let (keys, values) = cache.layer(layer);
+        let rows = cache.layer(layer);
         let mut context = vec![0f32; n * width];
         let contexts: Vec<Mutex<&mut [f32]>> =
             context.chunks_exact_mut(hd).map(Mutex::new).collect();
@@ -66,11 +66,12 @@ impl LightningAttention {
             let query = &q[task * hd..(task + 1) * hd];
             let mut ctx = contexts[task].lock().unwrap_or_else(|e| e.into_inner());
             ctx.fill(0.0);
-            for s in 0..=pos {
+            let keys = rows.key_runs(0..pos + 1).flat_map(|(_, r)| r.chunks_exact(width));
+            let values = rows.value_runs(0..pos + 1).flat_map(|(_, r)| r.chunks_exact(width));
+            for (s, (key, value)) in keys.zip(values).enumerate() {
                 let decay = (-self.slopes[h] * (pos - s) as f32).exp();
-                let key = &keys[s * width + h * hd..][..hd];
-                let w = decay * ops::dot(query, key);
-                ops::axpy(w, &values[s * width + h * hd..][..hd], &mut ctx);
+                let w = decay * ops::dot(query, &key[h * hd..][..hd]);
+                ops::axpy(w, &value[h * hd..][..hd], &mut ctx);
             }
         });
         drop(contexts);

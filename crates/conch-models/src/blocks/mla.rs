@@ -229,7 +229,7 @@ impl LatentAttention {
         }
         cache.append(layer, &latent, &[]);
 
-        let (rows, _) = cache.layer(layer);
+        let rows = cache.layer(layer);
         let mut context = vec![0f32; n * heads * v];
         let contexts: Vec<Mutex<&mut [f32]>> =
             context.chunks_exact_mut(v).map(Mutex::new).collect();
@@ -242,16 +242,20 @@ impl LatentAttention {
                 .chunks_exact(nope)
                 .map(|k_row| ops::dot(k_row, q_nope))
                 .collect();
-            let positions = start + t + 1;
-            let mut scores: Vec<f32> = rows[..positions * row]
-                .chunks_exact(row)
+            let positions = 0..start + t + 1;
+            let mut scores: Vec<f32> = rows
+                .key_runs(positions.clone())
+                .flat_map(|(_, run)| run.chunks_exact(row))
                 .map(|r| {
                     (ops::dot(&q_latent, &r[..rank]) + ops::dot(q_pe, &r[rank..])) * self.scale
                 })
                 .collect();
             ops::softmax(&mut scores);
             let mut latent_context = vec![0f32; rank];
-            for (r, &p) in rows.chunks_exact(row).zip(&scores) {
+            let latents = rows
+                .key_runs(positions)
+                .flat_map(|(_, run)| run.chunks_exact(row));
+            for (r, &p) in latents.zip(&scores) {
                 ops::axpy(p, &r[..rank], &mut latent_context);
             }
             let up = &self.v_up[h * v * rank..(h + 1) * v * rank];

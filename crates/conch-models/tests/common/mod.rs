@@ -62,3 +62,80 @@ pub fn hf_copy_with_config(
     .unwrap();
     dst
 }
+
+/// The reference rows `rows` of `logits` (`vocab` wide).
+fn reference_rows(logits: &[f32], vocab: usize, rows: std::ops::Range<usize>) -> &[f32] {
+    &logits[rows.start * vocab..rows.end * vocab]
+}
+
+/// Batched forward passes against the reference logits of `tokens`: sequences at different
+/// stages (a whole prompt, the rest of a half-prefilled prompt, one decode step) run together,
+/// in a pool of 4-position blocks so rows cross block boundaries; then a sequence that takes its
+/// first blocks from the prefix cache of another.
+pub fn check_batched(label: &str, model: &dyn Model, tokens: &[u32], logits: &[f32]) {
+    use conch_models::BatchItem;
+    let n = tokens.len();
+    let vocab = model.config().vocab_size;
+    let pool = model.new_pool(4, 64);
+
+    let split = n / 2 + 1;
+    let mut whole = pool.new_cache(n);
+    let mut second_half = pool.new_cache(n);
+    model
+        .forward(&tokens[..split], &mut second_half, false)
+        .unwrap();
+    let mut stepping = pool.new_cache(n);
+    model.forward(&tokens[..n - 1], &mut stepping, false).unwrap();
+    let mut short = pool.new_cache(n);
+    let mut batch = [
+        BatchItem {
+            tokens,
+            cache: &mut whole,
+            all_logits: true,
+        },
+        BatchItem {
+            tokens: &tokens[split..],
+            cache: &mut second_half,
+            all_logits: true,
+        },
+        BatchItem {
+            tokens: &tokens[n - 1..],
+            cache: &mut stepping,
+            all_logits: false,
+        },
+        BatchItem {
+            tokens: &tokens[..3],
+            cache: &mut short,
+            all_logits: false,
+        },
+    ];
+    let out = model.forward_batch(&mut batch, None).unwrap();
+    assert_close(&format!("{label} batched whole"), &out[0], logits);
+    assert_close(
+        &format!("{label} batched second half"),
+        &out[1],
+        reference_rows(logits, vocab, split..n),
+    );
+    assert_close(
+        &format!("{label} batched decode step"),
+        &out[2],
+        reference_rows(logits, vocab, n - 1..n),
+    );
+    assert_close(
+        &format!("{label} batched short prompt"),
+        &out[3],
+        reference_rows(logits, vocab, 2..3),
+    );
+    assert_eq!((whole.len(), second_half.len(), short.len()), (n, n, 3));
+
+    pool.share_prefix(&whole, tokens);
+    let mut reused = pool.cache_with_prefix(&tokens[..n - 1], n);
+    let hit = reused.len();
+    assert!(hit >= 4 && hit % 4 == 0 && hit < n, "{label}: {hit} positions reused");
+    let rest = model.forward(&tokens[hit..], &mut reused, true).unwrap();
+    assert_close(
+        &format!("{label} after a prefix-cache hit"),
+        &rest,
+        reference_rows(logits, vocab, hit..n),
+    );
+}
