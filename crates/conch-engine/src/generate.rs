@@ -127,6 +127,8 @@ impl<'m> Session<'m> {
             .count()
             .min(prompt.len() - 1);
         self.cache.truncate(common);
+        // A recurrent cache (linear attention) starts over instead of going back.
+        let common = self.cache.len();
         self.history.truncate(common);
         let start = Instant::now();
         let mut logits = self.forward(&prompt[common..])?;

@@ -297,6 +297,7 @@ impl ModelConfig {
             layers: self.num_layers,
             key_width,
             value_width,
+            recurrent: self.lightning.is_some(),
         }
     }
 

@@ -26,6 +26,9 @@ pub struct KvLayout {
     pub key_width: usize,
     /// Floats of one position's value row (0 where values are recomputed from the keys).
     pub value_width: usize,
+    /// Some layers fold every position into a recurrent state (linear attention): such a cache
+    /// can only grow or start over, so it neither shares prefixes nor goes back to one.
+    pub recurrent: bool,
 }
 
 impl KvLayout {
@@ -156,6 +159,7 @@ impl KvPool {
         KvCache {
             pool: self.shared.clone(),
             blocks: Vec::new(),
+            states: vec![Vec::new(); self.shared.layout.layers],
             len: 0,
             capacity,
         }
@@ -165,6 +169,9 @@ impl KvPool {
     /// cache has (possibly none). The caller runs the rest of `tokens` through the model.
     pub fn cache_with_prefix(&self, tokens: &[u32], capacity: usize) -> KvCache {
         let mut cache = self.new_cache(capacity);
+        if self.shared.layout.recurrent {
+            return cache;
+        }
         let mut state = self.shared.lock();
         state.clock += 1;
         let now = state.clock;
@@ -193,7 +200,7 @@ impl KvPool {
     /// Offers the full blocks of `cache`, whose positions hold `tokens` in order, to the prefix
     /// cache so later sequences starting with the same tokens can share them.
     pub fn share_prefix(&self, cache: &KvCache, tokens: &[u32]) {
-        if !Arc::ptr_eq(&cache.pool, &self.shared) {
+        if !Arc::ptr_eq(&cache.pool, &self.shared) || self.shared.layout.recurrent {
             return;
         }
         let bt = self.shared.block_tokens;
@@ -232,9 +239,7 @@ impl KvPool {
                 .filter(|(_, e)| Arc::strong_count(&e.block) == 1)
                 .map(|(k, _)| *k)
                 .collect();
-            keys.iter()
-                .filter_map(|k| state.prefix.remove(k))
-                .collect()
+            keys.iter().filter_map(|k| state.prefix.remove(k)).collect()
         };
         // Dropped outside the lock: a block's drop takes it.
         drop(evicted);
@@ -301,6 +306,8 @@ impl PoolShared {
 pub struct KvCache {
     pool: Arc<PoolShared>,
     blocks: Vec<Arc<KvBlock>>,
+    /// Per layer, the recurrent state of layers that keep one (empty for the others).
+    states: Vec<Vec<f32>>,
     len: usize,
     capacity: usize,
 }
@@ -330,11 +337,36 @@ impl KvCache {
     }
 
     /// Keeps the first `n` positions (a shared prompt prefix, say); no-op when `n >= len()`.
+    /// A recurrent cache cannot go back, so it starts over instead: check [`KvCache::len`].
     pub fn truncate(&mut self, n: usize) {
         if n < self.len {
+            let n = if self.pool.layout.recurrent { 0 } else { n };
             self.len = n;
             self.blocks.truncate(n.div_ceil(self.pool.block_tokens));
+            if n == 0 {
+                self.states.iter_mut().for_each(Vec::clear);
+            }
         }
+    }
+
+    /// After a forward pass failed midway: positions appended but not committed are dropped,
+    /// and a recurrent cache, whose state may already hold them, starts over.
+    pub(crate) fn discard_uncommitted(&mut self) {
+        if self.pool.layout.recurrent {
+            self.len = 0;
+            self.blocks.clear();
+            self.states.iter_mut().for_each(Vec::clear);
+        }
+    }
+
+    /// `layer`'s recurrent state of `floats` values, zero before the first position.
+    pub(crate) fn state(&mut self, layer: usize, floats: usize) -> &mut [f32] {
+        let state = &mut self.states[layer];
+        if state.len() != floats {
+            state.clear();
+            state.resize(floats, 0.0);
+        }
+        state
     }
 
     pub fn clear(&mut self) {
@@ -382,8 +414,7 @@ impl KvCache {
             let slot = pos % bt;
             block.data[key_off + slot * kw..][..kw].copy_from_slice(&keys[i * kw..][..kw]);
             if vw > 0 {
-                block.data[value_off + slot * vw..][..vw]
-                    .copy_from_slice(&values[i * vw..][..vw]);
+                block.data[value_off + slot * vw..][..vw].copy_from_slice(&values[i * vw..][..vw]);
             }
         }
     }
@@ -427,10 +458,7 @@ impl<'a> LayerRows<'a> {
     }
 
     /// The value rows of `positions` as runs of consecutive rows: `(first position, rows)`.
-    pub fn value_runs(
-        &self,
-        positions: Range<usize>,
-    ) -> impl Iterator<Item = (usize, &'a [f32])> {
+    pub fn value_runs(&self, positions: Range<usize>) -> impl Iterator<Item = (usize, &'a [f32])> {
         self.runs(positions, self.value_offset, self.value_width)
     }
 
@@ -466,6 +494,7 @@ mod tests {
         layers: 2,
         key_width: 3,
         value_width: 2,
+        recurrent: false,
     };
 
     fn fill(cache: &mut KvCache, n: usize, base: f32) {
@@ -575,6 +604,28 @@ mod tests {
         drop(b);
         assert_eq!(pool.stats().used_blocks, 0);
         c.reserve(1).unwrap();
+    }
+
+    #[test]
+    fn a_recurrent_cache_starts_over_instead_of_going_back() {
+        let layout = KvLayout {
+            recurrent: true,
+            ..LAYOUT
+        };
+        let pool = KvPool::new(layout, 4, 16);
+        let mut c = pool.new_cache(64);
+        c.reserve(6).unwrap();
+        c.state(1, 4).copy_from_slice(&[1.0; 4]);
+        c.commit(6);
+        let tokens: Vec<u32> = (0..6).collect();
+        pool.share_prefix(&c, &tokens);
+        assert_eq!(pool.stats().cached_blocks, 0);
+        assert_eq!(pool.cache_with_prefix(&tokens, 64).len(), 0);
+        c.truncate(6);
+        assert_eq!(c.len(), 6);
+        c.truncate(5);
+        assert_eq!(c.len(), 0);
+        assert_eq!(c.state(1, 4), &[0.0; 4]);
     }
 
     #[test]

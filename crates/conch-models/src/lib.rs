@@ -47,7 +47,9 @@ pub enum ModelError {
     #[error("out of memory: {0}")]
     OutOfMemory(String),
     /// Every block of the shared KV pool is held by a running sequence.
-    #[error("the KV cache pool is full: all {blocks} blocks of {block_tokens} positions are in use")]
+    #[error(
+        "the KV cache pool is full: all {blocks} blocks of {block_tokens} positions are in use"
+    )]
     KvPoolFull { blocks: usize, block_tokens: usize },
 }
 

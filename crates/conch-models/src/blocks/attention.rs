@@ -93,10 +93,18 @@ impl Attention {
             let rows = first..first + item.tokens.len();
             let start = item.cache.len();
             let count = rows.len();
-            self.rope
-                .apply(&mut s.q[rows.start * q_dim..rows.end * q_dim], count, start, hd);
-            self.rope
-                .apply(&mut s.k[rows.start * kv_dim..rows.end * kv_dim], count, start, hd);
+            self.rope.apply(
+                &mut s.q[rows.start * q_dim..rows.end * q_dim],
+                count,
+                start,
+                hd,
+            );
+            self.rope.apply(
+                &mut s.k[rows.start * kv_dim..rows.end * kv_dim],
+                count,
+                start,
+                hd,
+            );
             item.cache.append(
                 layer,
                 &s.k[rows.start * kv_dim..rows.end * kv_dim],

@@ -330,14 +330,12 @@ impl Decoder {
     fn run(
         &self,
         batch: &mut [BatchItem<'_>],
-        mut observer: Option<&mut dyn RoutingObserver>,
+        observer: Option<&mut dyn RoutingObserver>,
     ) -> Result<Vec<Vec<f32>>, ModelError> {
         for item in batch.iter_mut() {
             self.check_input(item.tokens, item.cache)?;
             item.cache.reserve(item.tokens.len())?;
         }
-        let c = &self.config;
-        let hidden = c.hidden_size;
         let mut first_rows = Vec::with_capacity(batch.len());
         let mut n = 0;
         for item in batch.iter() {
@@ -347,6 +345,23 @@ impl Decoder {
         if n == 0 {
             return Ok(Vec::new());
         }
+        let result = self.run_layers(batch, &first_rows, n, observer);
+        if result.is_err() {
+            batch.iter_mut().for_each(|b| b.cache.discard_uncommitted());
+        }
+        result
+    }
+
+    /// [`Decoder::run`] once the caches have room: `n` rows, item `i`'s from `first_rows[i]`.
+    fn run_layers(
+        &self,
+        batch: &mut [BatchItem<'_>],
+        first_rows: &[usize],
+        n: usize,
+        mut observer: Option<&mut dyn RoutingObserver>,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        let c = &self.config;
+        let hidden = c.hidden_size;
 
         let mut x = vec![0f32; n * hidden];
         let tokens = batch.iter().flat_map(|item| item.tokens.iter());
@@ -373,18 +388,18 @@ impl Decoder {
             layer.attn_norm.forward(&mut h);
             match &layer.attn {
                 LayerAttention::Standard(attn) => {
-                    attn.forward(&h, batch, &first_rows, i, &mut attn_scratch, &mut branch)
+                    attn.forward(&h, batch, first_rows, i, &mut attn_scratch, &mut branch)
                 }
                 // These run sequence by sequence.
                 LayerAttention::Latent(attn) => {
-                    for (item, &first) in batch.iter_mut().zip(&first_rows) {
+                    for (item, &first) in batch.iter_mut().zip(first_rows) {
                         let rows = first * hidden..(first + item.tokens.len()) * hidden;
                         let count = item.tokens.len();
                         attn.forward(&h[rows.clone()], count, item.cache, i, &mut branch[rows]);
                     }
                 }
                 LayerAttention::Lightning(attn) => {
-                    for (item, &first) in batch.iter_mut().zip(&first_rows) {
+                    for (item, &first) in batch.iter_mut().zip(first_rows) {
                         let rows = first * hidden..(first + item.tokens.len()) * hidden;
                         let count = item.tokens.len();
                         attn.forward(&h[rows.clone()], count, item.cache, i, &mut branch[rows]);
@@ -407,7 +422,7 @@ impl Decoder {
                 FeedForward::Moe(moe) => {
                     let routing = moe.forward(&h, n, hidden, &mut expert_scratch, &mut branch)?;
                     if let Some(obs) = observer.as_deref_mut() {
-                        report_routing(obs, i, batch, &first_rows, &routing);
+                        report_routing(obs, i, batch, first_rows, &routing);
                     }
                 }
             }
@@ -423,7 +438,7 @@ impl Decoder {
 
         // The rows whose logits are wanted, gathered so the output matrix streams once for all.
         let mut wanted = Vec::new();
-        for (item, &first) in batch.iter().zip(&first_rows) {
+        for (item, &first) in batch.iter().zip(first_rows) {
             let last = first + item.tokens.len();
             let from = if item.all_logits { first } else { last - 1 };
             wanted.extend(from..last);
@@ -446,7 +461,11 @@ impl Decoder {
         let mut out = Vec::with_capacity(batch.len());
         let mut rest = &logits[..];
         for item in batch.iter() {
-            let count = if item.all_logits { item.tokens.len() } else { 1 };
+            let count = if item.all_logits {
+                item.tokens.len()
+            } else {
+                1
+            };
             let (mine, tail) = rest.split_at(count * vocab);
             out.push(mine.to_vec());
             rest = tail;

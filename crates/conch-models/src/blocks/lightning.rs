@@ -2,8 +2,9 @@
 //! `o_t = Σ_{s≤t} exp(-λ_h (t - s)) (q_t · k_s) v_s`, on `silu`-activated projections, followed by an
 //! RMS norm over all heads and a sigmoid output gate.
 //!
-//! The reference keeps a recurrent `k vᵀ` state per head; here the keys and values stay in the KV
-//! cache like softmax attention's, so a cache can be truncated to any prefix. The sum is the same.
+//! The sum is kept as a recurrent state per head, `S_t = exp(-λ_h) S_{t-1} + k_tᵀ v_t` and
+//! `o_t = q_t S_t` (`head_dim × head_dim` floats in the sequence's cache), so each token costs the
+//! same however long the sequence is. Such a cache cannot go back to an earlier prefix.
 
 use super::{Linear, Norm};
 use crate::kv_cache::KvCache;
@@ -34,47 +35,50 @@ impl LightningAttention {
             .collect()
     }
 
-    /// Attention of `x` (`n` normalized rows at positions `cache.len()..`); appends their keys and
-    /// values (`heads · head_dim` each) to `layer` of `cache` and writes `out` (`n × hidden`).
+    /// Attention of `x` (`n` normalized rows at positions `cache.len()..`): folds their keys and
+    /// values into `layer`'s recurrent state in `cache` and writes `out` (`n × hidden`).
     pub fn forward(&self, x: &[f32], n: usize, cache: &mut KvCache, layer: usize, out: &mut [f32]) {
         let hd = self.head_dim;
         let heads = self.slopes.len();
         let width = heads * hd;
-        let start = cache.len();
         let mut qkv = vec![0f32; n * 3 * width];
         self.qkv.forward(x, n, &mut qkv);
         qkv.iter_mut().for_each(|v| *v = ops::silu(*v));
-        let (mut q, mut k, mut v) = (
-            Vec::with_capacity(n * width),
-            Vec::with_capacity(n * width),
-            Vec::with_capacity(n * width),
-        );
-        for head in qkv.chunks_exact(3 * hd) {
-            q.extend_from_slice(&head[..hd]);
-            k.extend_from_slice(&head[hd..2 * hd]);
-            v.extend_from_slice(&head[2 * hd..]);
-        }
-        cache.append(layer, &k, &v);
 
-        let rows = cache.layer(layer);
         let mut context = vec![0f32; n * width];
-        let contexts: Vec<Mutex<&mut [f32]>> =
-            context.chunks_exact_mut(hd).map(Mutex::new).collect();
-        pool::parallel_for(n * heads, |task| {
-            let (t, h) = (task / heads, task % heads);
-            let pos = start + t;
-            let query = &q[task * hd..(task + 1) * hd];
-            let mut ctx = contexts[task].lock().unwrap_or_else(|e| e.into_inner());
-            ctx.fill(0.0);
-            let keys = rows.key_runs(0..pos + 1).flat_map(|(_, r)| r.chunks_exact(width));
-            let values = rows.value_runs(0..pos + 1).flat_map(|(_, r)| r.chunks_exact(width));
-            for (s, (key, value)) in keys.zip(values).enumerate() {
-                let decay = (-self.slopes[h] * (pos - s) as f32).exp();
-                let w = decay * ops::dot(query, &key[h * hd..][..hd]);
-                ops::axpy(w, &value[h * hd..][..hd], &mut ctx);
+        // One task per head, each owning its state and its context columns (gathered after).
+        let states: Vec<Mutex<&mut [f32]>> = cache
+            .state(layer, heads * hd * hd)
+            .chunks_exact_mut(hd * hd)
+            .map(Mutex::new)
+            .collect();
+        let mut head_contexts = vec![0f32; heads * n * hd];
+        let outputs: Vec<Mutex<&mut [f32]>> = head_contexts
+            .chunks_exact_mut(n * hd)
+            .map(Mutex::new)
+            .collect();
+        let qkv = &qkv;
+        pool::parallel_for(heads, |h| {
+            let mut state = states[h].lock().unwrap_or_else(|e| e.into_inner());
+            let mut outs = outputs[h].lock().unwrap_or_else(|e| e.into_inner());
+            let decay = (-self.slopes[h]).exp();
+            for t in 0..n {
+                let row = &qkv[t * 3 * width + h * 3 * hd..][..3 * hd];
+                let (q, k, v) = (&row[..hd], &row[hd..2 * hd], &row[2 * hd..]);
+                let o = &mut outs[t * hd..(t + 1) * hd];
+                for (i, s_row) in state.chunks_exact_mut(hd).enumerate() {
+                    ops::scale(s_row, decay);
+                    ops::axpy(k[i], v, s_row);
+                    ops::axpy(q[i], s_row, o);
+                }
             }
         });
-        drop(contexts);
+        drop((states, outputs));
+        for (h, outs) in head_contexts.chunks_exact(n * hd).enumerate() {
+            for (t, o) in outs.chunks_exact(hd).enumerate() {
+                context[t * width + h * hd..][..hd].copy_from_slice(o);
+            }
+        }
         self.norm.forward(&mut context);
         let mut gate = vec![0f32; n * width];
         self.gate.forward(x, n, &mut gate);
