@@ -184,7 +184,11 @@ impl<'m> Scheduler<'m> {
             if chunk.is_some() || left == 0 {
                 continue;
             }
-            let take = if any { left.min(budget) } else { left.min(self.config.step_tokens) };
+            let take = if any {
+                left.min(budget)
+            } else {
+                left.min(self.config.step_tokens)
+            };
             if take > 0 {
                 *chunk = Some(take);
                 budget -= take.min(budget);
@@ -224,7 +228,8 @@ impl Sequence<'_> {
 impl Drop for Sequence<'_> {
     fn drop(&mut self) {
         let computed = self.cache.len();
-        self.pool.share_prefix(&self.cache, &self.tokens[..computed]);
+        self.pool
+            .share_prefix(&self.cache, &self.tokens[..computed]);
     }
 }
 

@@ -137,10 +137,10 @@ impl CommonParams {
     pub fn logprobs(&self, chat: bool) -> Result<Option<usize>, ApiError> {
         let count = |v: &Value, name: &str, max: u64| match v.as_u64() {
             Some(n) if n <= max => Ok(n as usize),
-            _ => Err(ApiError::bad_request(format!(
-                "{name} must be an integer from 0 to {max}"
-            ))
-            .with_param(name)),
+            _ => Err(
+                ApiError::bad_request(format!("{name} must be an integer from 0 to {max}"))
+                    .with_param(name),
+            ),
         };
         let top = match &self.top_logprobs {
             None | Some(Value::Null) => None,

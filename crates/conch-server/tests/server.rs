@@ -697,19 +697,28 @@ async fn logprobs_match_transformers() {
     let lp = &body["choices"][0]["logprobs"];
     let first = lp["token_logprobs"][0].as_f64().unwrap();
     // Greedy picks the most likely token, whose log-probability transformers gives.
-    assert!((first - reference[ranked[0]]).abs() < 1e-3, "{first} vs {}", reference[ranked[0]]);
+    assert!(
+        (first - reference[ranked[0]]).abs() < 1e-3,
+        "{first} vs {}",
+        reference[ranked[0]]
+    );
     // The alternatives are keyed by text, so tokens with the same text share an entry.
     let top = lp["top_logprobs"][0].as_object().unwrap();
     assert!(!top.is_empty() && top.len() <= 3);
     for v in top.values() {
         let v = v.as_f64().unwrap();
-        assert!(ranked[..3].iter().any(|&r| (v - reference[r]).abs() < 1e-3), "{v}");
+        assert!(
+            ranked[..3].iter().any(|&r| (v - reference[r]).abs() < 1e-3),
+            "{v}"
+        );
     }
 
     let chat = chat_body(json!({ "logprobs": true, "top_logprobs": 2, "max_tokens": 3 }));
     let (status, body) = s.post("/v1/chat/completions", chat).await;
     assert_eq!(status, 200, "{body}");
-    let content = body["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
     assert_eq!(content.len(), 3);
     for entry in content {
         let lp = entry["logprob"].as_f64().unwrap();
