@@ -10,11 +10,11 @@ pub mod sampler;
 pub mod stop;
 
 pub use batch::{BatchConfig, Scheduler, Sequence};
+pub use conch_models::{ExpertCounts, KvPoolStats, RoutingObserver};
 pub use generate::{FinishReason, GenerateOptions, Generation, Session, Step, TokenLogprobs};
 pub use load::{load, LoadedModel};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampler::{Sampler, SamplingParams};
-pub use conch_models::{ExpertCounts, KvPoolStats, RoutingObserver};
 
 use thiserror::Error;
 
