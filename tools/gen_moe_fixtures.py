@@ -263,6 +263,24 @@ VARIANTS = [
             max_position_embeddings=256, tie_word_embeddings=True,
         ),
     ),
+    # DeepSeek-V2-Lite's long-context RoPE: YaRN x4 from 64 positions with mscale = mscale_all_dim
+    # = 0.707, which also sharpens the softmax (GGUF: rope.scaling.yarn_log_multiplier).
+    dict(
+        name="deepseek_v2_yarn",
+        cls="DeepseekV2ForCausalLM",
+        config=dict(
+            vocab_size=296, hidden_size=48, intermediate_size=72, moe_intermediate_size=20,
+            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4, q_lora_rank=None,
+            kv_lora_rank=24, qk_nope_head_dim=12, qk_rope_head_dim=8, v_head_dim=10,
+            n_routed_experts=6, n_shared_experts=1, num_experts_per_tok=2, topk_method="greedy",
+            n_group=1, topk_group=1, routed_scaling_factor=1.0, first_k_dense_replace=1,
+            norm_topk_prob=False, rms_norm_eps=1e-6,
+            rope_parameters=dict(rope_type="yarn", rope_theta=10000.0, factor=4.0,
+                                 original_max_position_embeddings=64, beta_fast=32.0, beta_slow=1.0,
+                                 mscale=0.707, mscale_all_dim=0.707),
+            max_position_embeddings=256, tie_word_embeddings=False,
+        ),
+    ),
 ]
 
 

@@ -436,21 +436,7 @@ impl ModelConfig {
                 .unwrap_or((head_dim as f32).powf(-0.5)),
             _ => (head_dim as f32).powf(-0.5),
         };
-        // DeepSeek's YaRN also sharpens the softmax by mscale(mscale_all_dim)².
-        let attention_scale = match (&mla, &global.1) {
-            (
-                Some(_),
-                RopeScaling::Yarn {
-                    factor,
-                    mscale_all_dim: Some(m),
-                    ..
-                },
-            ) if *m != 0.0 => {
-                let mscale = 0.1 * m * factor.ln() + 1.0;
-                attention_scale * mscale * mscale
-            }
-            _ => attention_scale,
-        };
+        let attention_scale = yarn_sharpened(attention_scale, mla.is_some(), &global.1);
         let granite = |key: &str| -> Result<Option<f32>, ModelError> {
             match arch {
                 Arch::GraniteMoe => hf.opt_f32(key),
@@ -632,6 +618,7 @@ impl ModelConfig {
             }
             None => (head_dim as f32).powf(-0.5),
         };
+        let attention_scale = yarn_sharpened(attention_scale, mla.is_some(), &rope.scaling);
         let moe = gguf_moe(arch, &meta, num_layers)?;
         let intermediate_size = match (meta.opt_usize("feed_forward_length")?, &moe) {
             (Some(n), _) => n,
@@ -1440,6 +1427,21 @@ fn meta_usize(v: &MetaValue) -> Option<usize> {
     usize::try_from(n).ok()
 }
 
+/// DeepSeek's YaRN (latent attention) also sharpens the softmax by `mscale(mscale_all_dim)²`.
+fn yarn_sharpened(scale: f32, latent_attention: bool, scaling: &RopeScaling) -> f32 {
+    match scaling {
+        RopeScaling::Yarn {
+            factor,
+            mscale_all_dim: Some(m),
+            ..
+        } if latent_attention && *m != 0.0 => {
+            let mscale = 0.1 * m * factor.ln() + 1.0;
+            scale * mscale * mscale
+        }
+        _ => scale,
+    }
+}
+
 fn gguf_rope_scaling(meta: &GgufKeys) -> Result<RopeScaling, ModelError> {
     let kind = meta.opt_str("rope.scaling.type")?;
     let factor = match meta.opt_f32("rope.scaling.factor")? {
@@ -1465,14 +1467,23 @@ fn gguf_rope_scaling(meta: &GgufKeys) -> Result<RopeScaling, ModelError> {
             let attention_factor = meta
                 .opt_f32("rope.scaling.yarn_attn_factor")?
                 .map(|a| a * (0.1 * factor.ln() + 1.0));
+            // The converter stores 0.1·mscale_all_dim. Like llama.cpp, take mscale equal to it
+            // for DeepSeek-V2/V3 (their checkpoints set both alike) and 1 elsewhere.
+            let mscale_all_dim = meta
+                .opt_f32("rope.scaling.yarn_log_multiplier")?
+                .map(|m| m / 0.1);
+            let mscale = mscale_all_dim.map(|m| match &*meta.arch {
+                "deepseek2" => m,
+                _ => 1.0,
+            });
             Ok(RopeScaling::Yarn {
                 factor,
                 original_context: original as f32,
                 beta_fast: meta.opt_f32("rope.scaling.yarn_beta_fast")?.unwrap_or(32.0),
                 beta_slow: meta.opt_f32("rope.scaling.yarn_beta_slow")?.unwrap_or(1.0),
                 attention_factor,
-                mscale: None,
-                mscale_all_dim: None,
+                mscale,
+                mscale_all_dim,
                 // gpt-oss is released with `truncate: false`, which GGUF cannot record.
                 truncate: meta.arch != "gpt-oss",
             })

@@ -287,6 +287,11 @@ fn deepseek_v2() {
 }
 
 #[test]
+fn deepseek_v2_yarn() {
+    check_fixture("deepseek_v2_yarn");
+}
+
+#[test]
 fn deepseek_v3() {
     check_fixture("deepseek_v3");
 }
