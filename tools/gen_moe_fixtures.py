@@ -281,6 +281,29 @@ VARIANTS = [
             max_position_embeddings=256, tie_word_embeddings=False,
         ),
     ),
+    # Phi-3.5-MoE's LongRoPE: per-frequency short factors and a cos/sin multiplier that
+    # transformers' PhiMoE picks per forward call — short_mscale while the call stays within
+    # original_max_position_embeddings (8 here), long_mscale once it reaches past. So the whole
+    # sequence (13 tokens) runs with long_mscale and `prefix_logits` (the first 6 alone) with
+    # short_mscale; decoding token by token would mix the two, so no incremental reference.
+    # Not converted to GGUF: llama.cpp chooses long or short factors by context size instead.
+    dict(
+        name="phimoe_longrope",
+        cls="PhimoeForCausalLM",
+        incremental=False,
+        gguf=False,
+        prefix=6,
+        config=dict(
+            vocab_size=300, hidden_size=48, intermediate_size=38, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, num_local_experts=6, num_experts_per_tok=2,
+            router_jitter_noise=0.01, attention_bias=True, lm_head_bias=True, rms_norm_eps=1e-5,
+            rope_parameters=dict(rope_type="longrope", rope_theta=10000.0, original_max_position_embeddings=8,
+                                 short_factor=[1.0, 1.05, 1.3, 2.0, 3.5, 6.0],
+                                 long_factor=[1.0, 1.5, 3.0, 6.0, 12.0, 24.0],
+                                 short_mscale=1.1, long_mscale=1.35),
+            max_position_embeddings=256, tie_word_embeddings=False,
+        ),
+    ),
 ]
 
 
@@ -513,7 +536,13 @@ def build(variant: dict, tokens: list[int]) -> dict:
         h.remove()
     assert logits.shape == (len(tokens), vocab)
     f32(dest / "logits.f32", logits)
-    inc_diff = incremental_max_diff(reloaded, tokens, logits)
+    inc_diff = incremental_max_diff(reloaded, tokens, logits) if variant.get("incremental", True) else None
+    prefix_len = variant.get("prefix")
+    if prefix_len:
+        with torch.no_grad():
+            head = reloaded(torch.tensor([tokens[:prefix_len]]),
+                            position_ids=torch.arange(prefix_len)[None]).logits[0]
+        f32(dest / "prefix_logits.f32", head.float().numpy())
 
     router_dir = dest / "router"
     router_dir.mkdir()
@@ -542,7 +571,8 @@ def build(variant: dict, tokens: list[int]) -> dict:
             entry["correction_bias"] = f"router/{prefix}correction_bias.f32"
         moe_layers.append(entry)
 
-    gguf_note = convert_to_gguf(hf_dir, dest / "model.gguf", variant)
+    gguf_note = (convert_to_gguf(hf_dir, dest / "model.gguf", variant) if variant.get("gguf", True)
+                 else "not converted (see the variant's comment)")
     cfg = json.loads((hf_dir / "config.json").read_text())
     reference = {
         "arch": cls,
@@ -558,8 +588,10 @@ def build(variant: dict, tokens: list[int]) -> dict:
         "gguf_note": gguf_note,
         "legacy_rope_keys": bool(variant.get("legacy_rope_keys")),
     }
+    if prefix_len:
+        reference.update(prefix_logits="prefix_logits.f32", prefix_tokens=prefix_len)
     (dest / "reference.json").write_text(json.dumps(reference, indent=1) + "\n")
-    print(f"{name}: max |logit| {np.abs(logits).max():.3f}, incremental diff {inc_diff:.2e}, "
+    print(f"{name}: max |logit| {np.abs(logits).max():.3f}, incremental diff {inc_diff if inc_diff is None else f'{inc_diff:.2e}'}, "
           f"moe layers {[e['layer'] for e in moe_layers]}, gguf: {gguf_note or 'ok'}")
     return reference
 

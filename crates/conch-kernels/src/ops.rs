@@ -205,6 +205,31 @@ pub enum RopeScaling {
         mscale_all_dim: Option<f32>,
         truncate: bool,
     },
+    /// LongRoPE as Phi-3.5-MoE runs it in transformers: frequencies divided by the per-frequency
+    /// `short_factor` (its `long_factor` goes unused there) and cos/sin multiplied by
+    /// `short_mscale` — by `long_mscale` in a forward pass that reaches past `original_context`
+    /// (see [`RopeScaling::long_context_factor`]).
+    LongRope {
+        short_factor: Vec<f32>,
+        original_context: usize,
+        short_mscale: f32,
+        long_mscale: f32,
+    },
+}
+
+impl RopeScaling {
+    /// `(original context, multiplier)`: a forward pass whose last position is at or past the
+    /// original context multiplies cos/sin by this instead of the usual attention factor.
+    pub fn long_context_factor(&self) -> Option<(usize, f32)> {
+        match self {
+            RopeScaling::LongRope {
+                original_context,
+                long_mscale,
+                ..
+            } => Some((*original_context, *long_mscale)),
+            _ => None,
+        }
+    }
 }
 
 /// Inverse frequencies (`rotary_dim / 2` of them) and the cos/sin multiplier ("attention factor")
@@ -217,6 +242,18 @@ pub fn rope_frequencies(rotary_dim: usize, theta: f32, scaling: &RopeScaling) ->
         .collect();
     let (inv_freq, attention_factor): (Vec<f64>, f64) = match *scaling {
         RopeScaling::None => (plain, 1.0),
+        RopeScaling::LongRope {
+            ref short_factor,
+            short_mscale,
+            ..
+        } => (
+            plain
+                .iter()
+                .zip(short_factor)
+                .map(|(f, s)| f / *s as f64)
+                .collect(),
+            short_mscale as f64,
+        ),
         RopeScaling::Linear { factor } => (plain.iter().map(|f| f / factor as f64).collect(), 1.0),
         RopeScaling::Llama3 {
             factor,

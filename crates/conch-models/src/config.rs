@@ -960,6 +960,33 @@ fn parse_hf_rope(
             mscale_all_dim: p.opt_f32("mscale_all_dim")?,
             truncate: p.opt_bool("truncate")?.unwrap_or(true),
         },
+        "longrope" => {
+            let short_factor = match p.present("short_factor").map(|v| v.as_array()) {
+                Some(Some(list)) => list
+                    .iter()
+                    .map(|v| v.as_f64().filter(|f| *f > 0.0).map(|f| f as f32))
+                    .collect::<Option<Vec<f32>>>()
+                    .ok_or_else(|| config_err("longrope short_factor must be positive numbers"))?,
+                _ => return Err(config_err("longrope rope scaling needs a short_factor list")),
+            };
+            // transformers' default multiplier, sqrt(1 + ln(s) / ln(original)) with s the context
+            // extension, stands in for a missing mscale.
+            let original = original_context()?;
+            let extension = top
+                .opt_usize("max_position_embeddings")?
+                .map_or(1.0, |m| m as f32 / original);
+            let default = match p.opt_f32("attention_factor")? {
+                Some(a) => a,
+                None if extension <= 1.0 => 1.0,
+                None => (1.0 + extension.ln() / original.ln()).sqrt(),
+            };
+            RopeScaling::LongRope {
+                short_factor,
+                original_context: original as usize,
+                short_mscale: p.opt_f32("short_mscale")?.unwrap_or(default),
+                long_mscale: p.opt_f32("long_mscale")?.unwrap_or(default),
+            }
+        }
         other => return Err(ModelError::Unsupported(format!("rope type {other:?}"))),
     };
     if let RopeScaling::Llama3 {

@@ -306,6 +306,30 @@ fn phimoe() {
     check_fixture("phimoe");
 }
 
+/// LongRoPE's multiplier depends on how far one forward pass reaches (transformers' PhiMoE), so
+/// the whole sequence and its first tokens alone each have their own reference.
+#[test]
+fn phimoe_longrope() {
+    let name = "phimoe_longrope";
+    let r = reference(name);
+    let dir = fixture_dir(name);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("reference.json")).unwrap()).unwrap();
+    let prefix = json["prefix_tokens"].as_u64().unwrap() as usize;
+    let prefix_logits = read_f32(&dir.join(json["prefix_logits"].as_str().unwrap()));
+    for (label, model) in fixture_models(name, &dir, r.has_gguf) {
+        let n = r.tokens.len();
+        let all = model
+            .forward(&r.tokens, &mut model.new_cache(n), true)
+            .unwrap();
+        assert_close(&format!("{label} whole sequence"), &all, &r.logits);
+        let head = model
+            .forward(&r.tokens[..prefix], &mut model.new_cache(n), true)
+            .unwrap();
+        assert_close(&format!("{label} first {prefix} tokens"), &head, &prefix_logits);
+    }
+}
+
 #[test]
 fn minimax_text01() {
     check_fixture("minimax_text01");

@@ -8,6 +8,8 @@ use conch_kernels::ops::{self, RopeStyle};
 pub struct Rope {
     inv_freq: Vec<f32>,
     attention_factor: f32,
+    /// `(original context, multiplier)` for passes reaching past the original context (LongRoPE).
+    long_context: Option<(usize, f32)>,
     style: RopeStyle,
 }
 
@@ -15,6 +17,15 @@ impl Rope {
     /// `freq_divisors` (llama.cpp's `rope_freqs` tensor, one per frequency) divide the frequencies
     /// after `config`'s scaling.
     pub fn new(config: &RopeConfig, freq_divisors: Option<&[f32]>) -> Result<Rope, ModelError> {
+        if let ops::RopeScaling::LongRope { short_factor, .. } = &config.scaling {
+            if short_factor.len() != config.rotary_dim / 2 {
+                return Err(ModelError::Config(format!(
+                    "longrope short_factor has {} values for {} frequencies",
+                    short_factor.len(),
+                    config.rotary_dim / 2
+                )));
+            }
+        }
         let (mut inv_freq, attention_factor) =
             ops::rope_frequencies(config.rotary_dim, config.theta, &config.scaling);
         if let Some(divisors) = freq_divisors {
@@ -32,12 +43,19 @@ impl Rope {
         Ok(Rope {
             inv_freq,
             attention_factor,
+            long_context: config.scaling.long_context_factor(),
             style: config.style,
         })
     }
 
-    /// Rotates every head of `x` (`n` rows of `heads × head_dim`), row `t` being at position `start + t`.
+    /// Rotates every head of `x` (`n` rows of `heads × head_dim`), row `t` being at position
+    /// `start + t`. These are one forward pass's rows of a sequence: LongRoPE picks its multiplier
+    /// by how far the pass reaches, as transformers does.
     pub fn apply(&self, x: &mut [f32], n: usize, start: usize, head_dim: usize) {
+        let attention_factor = match self.long_context {
+            Some((original, long)) if start + n > original => long,
+            _ => self.attention_factor,
+        };
         let half = self.inv_freq.len();
         let (mut cos, mut sin) = (vec![0f32; half], vec![0f32; half]);
         let row = x.len() / n.max(1);
@@ -45,7 +63,7 @@ impl Rope {
             ops::rope_cos_sin(
                 start + t,
                 &self.inv_freq,
-                self.attention_factor,
+                attention_factor,
                 &mut cos,
                 &mut sin,
             );
