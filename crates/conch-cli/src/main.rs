@@ -25,6 +25,17 @@ struct Cli {
     command: Command,
 }
 
+/// Where the family app keeps its data.
+#[derive(Args)]
+struct StorageArgs {
+    /// Directory of the app's SQLite database [default: $XDG_DATA_HOME/conch or ~/.local/share/conch].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Keep the app's data in PostgreSQL instead: postgres://USER[:PASSWORD]@HOST[:PORT]/DB.
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Talk with a model (interactive, streaming, multi-turn). Type /help inside for commands.
@@ -75,6 +86,19 @@ enum Command {
         /// Requests that may wait for a free sequence before new ones get 429.
         #[arg(long, default_value_t = 64)]
         max_queue: usize,
+        #[command(flatten)]
+        storage: StorageArgs,
+    },
+    /// Write the family app's feedback as training data (JSON Lines) to stdout or a file.
+    Export {
+        /// trl-preference, trl-kto, openai-sft or openai-preference.
+        #[arg(long)]
+        format: String,
+        /// Write here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        storage: StorageArgs,
     },
     /// Show a model file's metadata, tensors and parameter count.
     Inspect {
@@ -304,6 +328,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Inspect { model, full } => inspect::inspect(&model, full),
+        Command::Export {
+            format,
+            output,
+            storage,
+        } => {
+            let format: conch_app::ExportFormat = format.parse()?;
+            let config = conch_server::ServerConfig {
+                data_dir: storage.data_dir,
+                database_url: storage.database_url,
+                ..Default::default()
+            };
+            let lines = tokio::runtime::Runtime::new()?.block_on(async {
+                let store = conch_server::open_store(&config).await?;
+                let lines = store.export_household(format).await;
+                store.close().await;
+                anyhow::Ok(lines?)
+            })?;
+            match output {
+                Some(path) => std::fs::write(&path, lines)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout().write_all(lines.as_bytes())?,
+            }
+            Ok(())
+        }
         Command::Serve {
             model,
             host,
@@ -311,6 +359,7 @@ fn run(cli: Cli) -> Result<()> {
             api_key,
             parallel,
             max_queue,
+            storage,
         } => {
             let loaded = std::sync::Arc::new(load(&model.model)?);
             let config = conch_server::ServerConfig {
@@ -320,11 +369,23 @@ fn run(cli: Cli) -> Result<()> {
                 parallel,
                 ctx: model.ctx.unwrap_or(0),
                 max_queue,
+                data_dir: storage.data_dir,
+                database_url: storage.database_url,
             };
+            match (&config.database_url, &config.data_dir) {
+                (Some(_), _) => eprintln!("app data: in the PostgreSQL database given"),
+                (None, Some(dir)) => eprintln!("app data: {}", dir.display()),
+                (None, None) => {
+                    if let Some(dir) = conch_app::default_data_dir() {
+                        eprintln!("app data: {}", dir.display());
+                    }
+                }
+            }
             eprintln!(
                 "serving {} on http://{}:{}/v1 (Ctrl-C stops)",
                 loaded.name, config.host, config.port
             );
+            eprintln!("the family app: http://{}:{}/", config.host, config.port);
             tokio::runtime::Runtime::new()?.block_on(conch_server::serve(loaded, config))?;
             Ok(())
         }

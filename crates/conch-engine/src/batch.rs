@@ -351,6 +351,61 @@ mod tests {
     }
 
     #[test]
+    fn json_output_follows_the_schema_and_stops_when_complete() {
+        // A fixture with a byte-level vocabulary (every byte a token), which is what constrained
+        // decoding needs never to get stuck.
+        let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fixtures/moe/mixtral/hf");
+        let model = crate::load(&path).expect("fixture model loads");
+        let scheduler = Scheduler::new(&model, BatchConfig::new(256, 4));
+        let schema = serde_json::json!({
+            "type": "object",
+            "properties": {
+                "name": { "type": "string", "maxLength": 6 },
+                "size": { "type": "integer", "minimum": 1, "maximum": 9 },
+                "tags": { "type": "array", "items": { "enum": ["a", "b"] }, "maxItems": 2 }
+            },
+            "required": ["name", "size", "tags"],
+            "additionalProperties": false
+        });
+        let mut sequences: Vec<Sequence> = (0..4)
+            .map(|seed| {
+                let opts = GenerateOptions {
+                    json: Some(crate::JsonOutput {
+                        schema: Some(schema.clone()),
+                    }),
+                    logprobs: None,
+                    ..options(200, seed)
+                };
+                scheduler.start(&[5, 17, 42, 99], &opts).unwrap()
+            })
+            .collect();
+        let texts = run_all(&scheduler, &mut sequences);
+        for (seq, text) in sequences.iter().zip(texts) {
+            assert_eq!(seq.generation().finish_reason, FinishReason::Stop, "{text}");
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{e}: {text:?} {:?}", seq.generation().tokens));
+            let name = value["name"].as_str().unwrap();
+            assert!(name.chars().count() <= 6, "{text}");
+            assert!((1..=9).contains(&value["size"].as_i64().unwrap()), "{text}");
+            let tags = value["tags"].as_array().unwrap();
+            assert!(tags.len() <= 2 && tags.iter().all(|t| t == "a" || t == "b"));
+            assert_eq!(value.as_object().unwrap().len(), 3, "{text}");
+        }
+
+        let bad = GenerateOptions {
+            json: Some(crate::JsonOutput {
+                schema: Some(serde_json::json!({ "type": "string", "pattern": "^a+$" })),
+            }),
+            ..options(10, 0)
+        };
+        match scheduler.start(&[5], &bad) {
+            Err(EngineError::BadRequest(m)) => assert!(m.contains("pattern"), "{m}"),
+            other => panic!("expected a bad request, got {:?}", other.err()),
+        };
+    }
+
+    #[test]
     fn cancelling_ends_the_sequence() {
         let model = tiny_model();
         let scheduler = Scheduler::new(&model, BatchConfig::new(64, 1));

@@ -4,7 +4,8 @@
 use crate::stop::{StopScan, StopStrings};
 use crate::{EngineError, LoadedModel, Sampler, SamplingParams};
 use conch_models::{ExpertCounts, KvCache};
-use conch_tokenizer::StreamDecoder;
+use conch_structured::{JsonConstraint, TokenVocab};
+use conch_tokenizer::{StreamDecoder, Tokenizer};
 use std::time::{Duration, Instant};
 
 #[derive(Clone, Debug)]
@@ -19,6 +20,18 @@ pub struct GenerateOptions {
     pub ignore_eos: bool,
     /// Report each sampled token's log-probability and this many most likely alternatives.
     pub logprobs: Option<usize>,
+    /// The output must be one JSON value: any object (`schema: None`) or one matching a JSON
+    /// Schema, enforced token by token; generation stops once it is complete.
+    pub json: Option<JsonOutput>,
+    /// Special tokens (tool-call markers, say) appear in the text instead of being dropped.
+    /// End-of-generation tokens never do.
+    pub keep_special_tokens: bool,
+}
+
+/// Constrained JSON output ([`GenerateOptions::json`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JsonOutput {
+    pub schema: Option<serde_json::Value>,
 }
 
 impl Default for GenerateOptions {
@@ -30,6 +43,8 @@ impl Default for GenerateOptions {
             stop_tokens: Vec::new(),
             ignore_eos: false,
             logprobs: None,
+            json: None,
+            keep_special_tokens: false,
         }
     }
 }
@@ -199,6 +214,7 @@ pub(crate) struct Decoding<'m> {
     stop_tokens: Vec<u32>,
     ignore_eos: bool,
     logprobs: Option<usize>,
+    json: Option<JsonState<'m>>,
     pub(crate) out: Generation,
     decode_start: Instant,
     pub(crate) finished: Option<FinishReason>,
@@ -228,15 +244,27 @@ impl<'m> Decoding<'m> {
                 "token id {bad} is outside the vocabulary of {vocab}"
             )));
         }
+        let json = match &opts.json {
+            None => None,
+            Some(output) => Some(JsonState {
+                constraint: JsonConstraint::new(output.schema.as_ref()).map_err(|e| {
+                    EngineError::BadRequest(format!("the JSON schema cannot be enforced: {e}"))
+                })?,
+                vocab: model.token_vocab(),
+                tokenizer: &model.tokenizer,
+                allowed: Vec::new(),
+            }),
+        };
         Ok(Decoding {
             sampler: Sampler::new(opts.sampling.clone()),
-            decoder: model.tokenizer.stream_decoder(true),
+            decoder: model.tokenizer.stream_decoder(!opts.keep_special_tokens),
             stops: StopStrings::new(opts.stop_strings.iter().cloned()),
             eos: model.tokenizer.eos_ids(),
             max_tokens: opts.max_tokens,
             stop_tokens: opts.stop_tokens.clone(),
             ignore_eos: opts.ignore_eos,
             logprobs: opts.logprobs,
+            json,
             out: Generation {
                 text: String::new(),
                 tokens: Vec::new(),
@@ -268,8 +296,19 @@ impl<'m> Decoding<'m> {
             return self.end_with_length(None, String::new(), None);
         }
         let raw = self.logprobs.map(|_| logits.to_vec());
+        if let Some(json) = &mut self.json {
+            if !json.mask(logits) {
+                // No token can continue the value (a vocabulary without single bytes).
+                self.finish(FinishReason::Stop);
+                return Step::nothing(Some(FinishReason::Stop));
+            }
+        }
         let token = self.sampler.sample(logits, history);
         let logprobs = raw.map(|raw| token_logprobs(&raw, token, self.logprobs.unwrap_or(0)));
+        let json_complete = match &mut self.json {
+            Some(json) if !self.eos.contains(&token) => json.advance(token),
+            _ => false,
+        };
         if self.stop_tokens.contains(&token) || (!self.ignore_eos && self.eos.contains(&token)) {
             self.finish(FinishReason::Stop);
             return Step::nothing(Some(FinishReason::Stop));
@@ -289,6 +328,20 @@ impl<'m> Decoding<'m> {
             }
             StopScan::Continue(text) => text,
         };
+        if json_complete {
+            // The value is whole: nothing may follow it.
+            let mut text = text;
+            text.push_str(&self.decoder.finish());
+            text.push_str(&self.stops.finish());
+            self.out.text.push_str(&text);
+            self.finish(FinishReason::Stop);
+            return Step {
+                token: Some(token),
+                text,
+                finished: Some(FinishReason::Stop),
+                logprobs,
+            };
+        }
         if self.out.tokens.len() >= self.max_tokens || !room {
             return self.end_with_length(Some(token), text, logprobs);
         }
@@ -327,6 +380,44 @@ impl<'m> Decoding<'m> {
             self.out.finish_reason = reason;
             self.out.decode_time = self.decode_start.elapsed();
         }
+    }
+}
+
+/// A JSON constraint with the vocabulary it masks.
+struct JsonState<'m> {
+    constraint: JsonConstraint,
+    vocab: &'m TokenVocab,
+    tokenizer: &'m Tokenizer,
+    /// Scratch: which tokens may come next.
+    allowed: Vec<bool>,
+}
+
+impl JsonState<'_> {
+    /// Rules out every token that cannot continue the value; false when none can.
+    fn mask(&mut self, logits: &mut [f32]) -> bool {
+        self.allowed.resize(self.vocab.len(), false);
+        match self.constraint.allowed(self.vocab, &mut self.allowed) {
+            Ok(n) if n > 0 => {}
+            _ => return false,
+        }
+        for (l, &ok) in logits.iter_mut().zip(&self.allowed) {
+            if !ok {
+                *l = f32::NEG_INFINITY;
+            }
+        }
+        // Positions past the tokenizer's vocabulary (padded output rows) are never allowed.
+        for l in logits.iter_mut().skip(self.allowed.len()) {
+            *l = f32::NEG_INFINITY;
+        }
+        true
+    }
+
+    /// Takes the sampled token; true once the value is complete.
+    fn advance(&mut self, token: u32) -> bool {
+        let bytes = self.tokenizer.token_bytes(token).unwrap_or_default();
+        // The mask allowed only tokens that continue the value, so this cannot fail.
+        let _ = self.constraint.advance(&bytes);
+        self.constraint.is_complete()
     }
 }
 

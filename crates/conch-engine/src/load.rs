@@ -4,7 +4,9 @@ use crate::{EngineError, SamplingParams};
 use conch_formats::{GgufFile, HfModelDir};
 use conch_models::Model;
 use conch_tokenizer::{ChatTemplate, Tokenizer};
+use conch_structured::{TokenVocab, ToolFormat};
 use std::path::Path;
+use std::sync::OnceLock;
 
 /// A model ready to run: weights, tokenizer, chat template and the model's own generation defaults.
 pub struct LoadedModel {
@@ -17,6 +19,8 @@ pub struct LoadedModel {
     pub has_own_chat_template: bool,
     /// Sampling settings the model's files recommend (generation_config.json), else Conch's defaults.
     pub default_sampling: SamplingParams,
+    /// Every token's bytes arranged for constrained decoding, built on first use.
+    token_vocab: OnceLock<TokenVocab>,
 }
 
 impl LoadedModel {
@@ -39,6 +43,17 @@ impl LoadedModel {
             .and_then(|b| self.tokenizer.id_to_token(b))
             .is_some_and(|b| text.starts_with(&b));
         Ok(self.tokenizer.encode(&text, !bos_written, true)?)
+    }
+
+    /// The vocabulary as constrained decoding walks it.
+    pub fn token_vocab(&self) -> &TokenVocab {
+        self.token_vocab
+            .get_or_init(|| TokenVocab::from_tokenizer(&self.tokenizer))
+    }
+
+    /// How this model writes tool calls, judged from its chat template.
+    pub fn tool_format(&self) -> ToolFormat {
+        ToolFormat::detect(self.chat_template.source())
     }
 
     /// Whether the tokenizer puts BOS in front of a text when asked to add special tokens.
@@ -79,6 +94,7 @@ pub fn load(path: &Path) -> Result<LoadedModel, EngineError> {
             chat_template,
             has_own_chat_template,
             default_sampling,
+            token_vocab: OnceLock::new(),
         })
     } else {
         let gguf = GgufFile::open(path)?;
@@ -99,6 +115,7 @@ pub fn load(path: &Path) -> Result<LoadedModel, EngineError> {
             chat_template,
             has_own_chat_template,
             default_sampling: SamplingParams::default(),
+            token_vocab: OnceLock::new(),
         })
     }
 }

@@ -5,11 +5,13 @@
 //! engine thread ([`engine`]), which steps up to `parallel` of them in turn, one token each; model
 //! work never runs on the async runtime.
 
+mod app;
 mod engine;
 mod error;
 mod metrics;
 mod openai;
 
+pub use app::open_store;
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -21,9 +23,14 @@ use axum::response::sse::{Event as SseEvent, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use conch_engine::{EngineError, FinishReason, GenerateOptions, LoadedModel, TokenLogprobs};
+use conch_engine::{
+    EngineError, FinishReason, GenerateOptions, JsonOutput, LoadedModel, TokenLogprobs,
+};
 use engine::{Engine, Event, Finished, Job, EVENTS_PER_SEQUENCE};
-use openai::{fields, parse_body, ChatRequest, CommonParams, CompletionRequest, PromptInput};
+use openai::{
+    fields, parse_body, tool_calls_json, ChatRequest, CommonParams, CompletionRequest,
+    PromptInput, ReplyShaper, ToolMode,
+};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -45,6 +52,11 @@ pub struct ServerConfig {
     pub ctx: usize,
     /// Sequences that may wait for a slot beyond the `parallel` running ones; more get 429.
     pub max_queue: usize,
+    /// Where the family app keeps its SQLite database; None: `$XDG_DATA_HOME/conch` or
+    /// `~/.local/share/conch`. Ignored when `database_url` is set.
+    pub data_dir: Option<std::path::PathBuf>,
+    /// The app's database as a `postgres://…` (or `sqlite:…`) URL instead of the data directory.
+    pub database_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +68,8 @@ impl Default for ServerConfig {
             parallel: 4,
             ctx: 0,
             max_queue: 64,
+            data_dir: None,
+            database_url: None,
         }
     }
 }
@@ -71,6 +85,8 @@ pub enum ServerError {
     },
     #[error("the server stopped: {0}")]
     Io(#[from] std::io::Error),
+    #[error("the app's database: {0}")]
+    Storage(String),
 }
 
 /// What the handlers share: the model, the engine thread and the metrics.
@@ -86,11 +102,22 @@ struct Inner {
     api_key: Option<String>,
     context: usize,
     started: u64,
+    /// The family app's storage; None for a server of the OpenAI API alone.
+    app: Option<app::AppContext>,
 }
 
 impl AppState {
     /// Checks `config` and starts the engine thread (which stops when the last clone is dropped).
+    /// The app's `/api/*` routes answer 503 on such a server; see [`AppState::open`].
     pub fn new(model: Arc<LoadedModel>, config: &ServerConfig) -> Result<AppState, ServerError> {
+        AppState::build(model, config, None)
+    }
+
+    fn build(
+        model: Arc<LoadedModel>,
+        config: &ServerConfig,
+        app: Option<app::AppContext>,
+    ) -> Result<AppState, ServerError> {
         if config.parallel == 0 {
             return Err(ServerError::Config("parallel must be at least 1".into()));
         }
@@ -148,6 +175,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics_text))
         .merge(v1)
+        .merge(app::routes())
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -159,16 +187,20 @@ pub fn router(state: AppState) -> Router {
 
 /// Listens on `config.host:config.port` and serves until Ctrl-C.
 pub async fn serve(model: Arc<LoadedModel>, config: ServerConfig) -> Result<(), ServerError> {
-    let state = AppState::new(model, &config)?;
+    let state = AppState::open(model, &config).await?;
     let address = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), config.port))
         .await
         .map_err(|source| ServerError::Bind { address, source })?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    // Connection info gives the login rate limit each client's address.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     Ok(())
 }
 
@@ -253,20 +285,43 @@ async fn chat_completions(
     let common: CommonParams = fields(&body)?;
     let request: ChatRequest = fields(&body)?;
     state.check_model(common.model.as_deref())?;
-    request.check_unsupported()?;
     let messages = request.template_messages()?;
-    let options = common.options(
+    let mut options = common.options(
         &state.inner.model,
         request.max_completion_tokens.or(common.max_tokens),
         true,
     )?;
+    let tool_mode = request.tool_mode(state.inner.model.tool_format())?;
+    let forced_prefix = match &tool_mode {
+        ToolMode::Off => None,
+        // Call markers are special tokens in most vocabularies.
+        ToolMode::Parse(_) => {
+            options.keep_special_tokens = true;
+            None
+        }
+        ToolMode::Forced(call) => {
+            options.json = Some(JsonOutput {
+                schema: Some(call.schema.clone()),
+            });
+            Some(call.prefix.clone())
+        }
+    };
     let model = state.inner.model.clone();
     let tools = request.tools.clone();
-    let prompt =
-        tokio::task::spawn_blocking(move || chat_prompt(&model, &messages, tools.as_deref()))
-            .await
-            .map_err(|_| ApiError::internal("rendering the prompt failed"))??;
-    let run = state.start(vec![prompt], &common, options)?;
+    let prompt = tokio::task::spawn_blocking(move || {
+        let mut prompt = chat_prompt(&model, &messages, tools.as_deref())?;
+        if let Some(prefix) = forced_prefix {
+            // The call's opening, as if the model had written it.
+            prompt.extend(model.tokenizer.encode(&prefix, false, true).map_err(|e| {
+                ApiError::internal(format!("the tool call prefix cannot be tokenized: {e}"))
+            })?);
+        }
+        Ok::<_, ApiError>(prompt)
+    })
+    .await
+    .map_err(|_| ApiError::internal("rendering the prompt failed"))??;
+    let mut run = state.start(vec![prompt], &common, options)?;
+    run.tool_mode = Arc::new(tool_mode);
     respond(&state, run, Endpoint::Chat, &common).await
 }
 
@@ -323,6 +378,8 @@ struct Run {
     choices: usize,
     /// Prompt tokens counted once per prompt, however many choices share it.
     prompt_tokens: usize,
+    /// What happens to tool calls in the replies (chat).
+    tool_mode: Arc<ToolMode>,
 }
 
 impl AppState {
@@ -399,6 +456,7 @@ impl AppState {
             events,
             choices: total,
             prompt_tokens,
+            tool_mode: Arc::new(ToolMode::Off),
         })
     }
 }
@@ -456,6 +514,7 @@ async fn respond(
         mut events,
         choices,
         prompt_tokens,
+        tool_mode,
     } = run;
     let mut texts = vec![String::new(); choices];
     let mut logprobs: Vec<Vec<TokenLogprobs>> = vec![Vec::new(); choices];
@@ -494,7 +553,22 @@ async fn respond(
             let reason = end.map(|f| finish_reason(f.reason));
             let logprobs = head.logprobs_json(lps, &mut 0);
             match endpoint {
-                Endpoint::Chat => json!({ "index": index, "message": { "role": "assistant", "content": text }, "logprobs": logprobs, "finish_reason": reason }),
+                Endpoint::Chat => {
+                    let mut shaper = ReplyShaper::new(&tool_mode);
+                    let mut content = shaper.push(&text);
+                    let (rest, calls) = shaper.finish();
+                    content.push_str(&rest);
+                    let mut message = json!({ "role": "assistant", "content": content });
+                    let mut reason = reason;
+                    if !calls.is_empty() {
+                        if content.is_empty() {
+                            message["content"] = Value::Null;
+                        }
+                        message["tool_calls"] = tool_calls_json(&head.id, index, &calls).into();
+                        reason = Some("tool_calls");
+                    }
+                    json!({ "index": index, "message": message, "logprobs": logprobs, "finish_reason": reason })
+                }
                 Endpoint::Completion => json!({ "index": index, "text": text, "logprobs": logprobs, "finish_reason": reason }),
             }
         })
@@ -583,8 +657,11 @@ impl ResponseHead {
                 let top: Vec<Value> = tokens
                     .iter()
                     .map(|t| {
-                        let map: serde_json::Map<String, Value> =
-                            t.top.iter().map(|&(id, lp)| (text(id), json!(lp))).collect();
+                        let map: serde_json::Map<String, Value> = t
+                            .top
+                            .iter()
+                            .map(|&(id, lp)| (text(id), json!(lp)))
+                            .collect();
                         Value::Object(map)
                     })
                     .collect();
@@ -615,6 +692,8 @@ fn stream(
         completion_tokens: usize,
         /// Per choice, the text offset of its next token (completions' logprobs).
         offsets: Vec<usize>,
+        /// Per choice, content and tool calls from the text (taken when the choice finishes).
+        shapers: Vec<Option<ReplyShaper>>,
         ended: bool,
     }
     let mut ready = VecDeque::new();
@@ -627,6 +706,9 @@ fn stream(
     let remaining = run.choices;
     let state = Streaming {
         offsets: vec![0; run.choices],
+        shapers: (0..run.choices)
+            .map(|_| Some(ReplyShaper::new(&run.tool_mode)))
+            .collect(),
         run,
         head,
         include_usage,
@@ -663,6 +745,18 @@ fn stream(
                     logprobs,
                     finished,
                 }) => {
+                    let mut text = match &mut s.shapers[index] {
+                        Some(shaper) => shaper.push(&text),
+                        None => text,
+                    };
+                    let mut calls = Vec::new();
+                    if finished.is_some() {
+                        if let Some(shaper) = s.shapers[index].take() {
+                            let (rest, found) = shaper.finish();
+                            text.push_str(&rest);
+                            calls = found;
+                        }
+                    }
                     if !text.is_empty() || !logprobs.is_empty() {
                         let lps = s.head.logprobs_json(&logprobs, &mut s.offsets[index]);
                         s.ready.push_back(s.head.chunk(
@@ -670,16 +764,22 @@ fn stream(
                             s.include_usage,
                         ));
                     }
+                    if !calls.is_empty() {
+                        let delta = json!({ "tool_calls": tool_calls_json(&s.head.id, index, &calls) });
+                        let choice = json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": null });
+                        s.ready
+                            .push_back(s.head.chunk(json!([choice]), s.include_usage));
+                    }
                     if let Some(f) = finished {
                         s.remaining -= 1;
                         s.completion_tokens += f.completion_tokens;
+                        let reason = if calls.is_empty() {
+                            finish_reason(f.reason)
+                        } else {
+                            "tool_calls"
+                        };
                         s.ready.push_back(s.head.chunk(
-                            json!([s.head.choice(
-                                index,
-                                None,
-                                Value::Null,
-                                Some(finish_reason(f.reason))
-                            )]),
+                            json!([s.head.choice(index, None, Value::Null, Some(reason))]),
                             s.include_usage,
                         ));
                     }

@@ -1,7 +1,11 @@
 //! OpenAI request bodies: parsing, checking, and turning them into prompts and generation options.
 
 use crate::error::ApiError;
-use conch_engine::{GenerateOptions, LoadedModel};
+use conch_engine::structured::{
+    forced_tool_call, ForcedCall, ForcedChoice, JsonConstraint, ToolCall, ToolCallStream,
+    ToolFormat,
+};
+use conch_engine::{GenerateOptions, JsonOutput, LoadedModel};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -76,7 +80,7 @@ pub struct CommonParams {
 pub struct ChatRequest {
     pub messages: Vec<Value>,
     pub max_completion_tokens: Option<u32>,
-    /// Passed to the chat template; tool calls in the reply are not parsed yet.
+    /// Passed to the chat template; calls in the reply are parsed per [`ChatRequest::tool_mode`].
     pub tools: Option<Vec<Value>>,
     pub tool_choice: Option<Value>,
 }
@@ -114,15 +118,6 @@ impl CommonParams {
 
     /// Rejects what this server does not implement, rather than ignoring it.
     fn reject_unsupported(&self) -> Result<(), ApiError> {
-        if let Some(format) = &self.response_format {
-            let kind = format.get("type").and_then(Value::as_str);
-            if !format.is_null() && kind != Some("text") {
-                return Err(ApiError::unsupported(
-                    "response_format",
-                    "response_format other than {\"type\": \"text\"} (constrained JSON output)",
-                ));
-            }
-        }
         if self.stream_options.is_some() && self.stream != Some(true) {
             return Err(ApiError::bad_request(
                 "stream_options is only allowed when stream is true",
@@ -130,6 +125,35 @@ impl CommonParams {
             .with_param("stream_options"));
         }
         Ok(())
+    }
+
+    /// `response_format` as constrained output: `text` (none), `json_object` or `json_schema`.
+    pub fn json_output(&self) -> Result<Option<JsonOutput>, ApiError> {
+        let bad = |why: &str| ApiError::bad_request(why).with_param("response_format");
+        let Some(format) = self.response_format.as_ref().filter(|f| !f.is_null()) else {
+            return Ok(None);
+        };
+        match format.get("type").and_then(Value::as_str) {
+            Some("text") => Ok(None),
+            Some("json_object") => Ok(Some(JsonOutput { schema: None })),
+            Some("json_schema") => {
+                let schema = format
+                    .get("json_schema")
+                    .and_then(|j| j.get("schema"))
+                    .filter(|s| s.is_object() || s.is_boolean())
+                    .ok_or_else(|| bad("json_schema needs a `json_schema.schema` object"))?;
+                // Checked here so a schema that cannot be enforced is the client's error.
+                JsonConstraint::new(Some(schema)).map_err(|e| {
+                    bad(&format!("the JSON schema cannot be enforced: {e}"))
+                })?;
+                Ok(Some(JsonOutput {
+                    schema: Some(schema.clone()),
+                }))
+            }
+            _ => Err(bad(
+                "response_format.type must be \"text\", \"json_object\" or \"json_schema\"",
+            )),
+        }
     }
 
     /// How many alternatives to report with each sampled token's log-probability (`None`: no
@@ -259,19 +283,46 @@ impl CommonParams {
             stop_tokens: Vec::new(),
             ignore_eos: self.ignore_eos.unwrap_or(false),
             logprobs,
+            json: self.json_output()?,
+            keep_special_tokens: false,
         })
     }
 }
 
+/// What happens to tool calls in a chat reply.
+pub enum ToolMode {
+    /// No tools, or `tool_choice: "none"`: the reply is text.
+    Off,
+    /// `tool_choice: "auto"`: calls written in the model's own format are parsed out of the text.
+    Parse(ToolFormat),
+    /// `"required"` or a named function: the reply is one call, generated under its schema.
+    Forced(ForcedCall),
+}
+
 impl ChatRequest {
-    pub fn check_unsupported(&self) -> Result<(), ApiError> {
-        match &self.tool_choice {
-            None | Some(Value::Null) => Ok(()),
-            Some(Value::String(s)) if s == "auto" || s == "none" => Ok(()),
-            Some(_) => Err(ApiError::unsupported(
-                "tool_choice",
-                "tool_choice other than \"auto\" or \"none\"",
-            )),
+    /// `tools` and `tool_choice`, for a model that writes calls in `format`.
+    pub fn tool_mode(&self, format: ToolFormat) -> Result<ToolMode, ApiError> {
+        let tools = self.tools.as_deref().unwrap_or_default();
+        let bad = |why: String| ApiError::bad_request(why).with_param("tool_choice");
+        let choice = match &self.tool_choice {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s == "auto" => None,
+            Some(Value::String(s)) if s == "none" => return Ok(ToolMode::Off),
+            Some(Value::String(s)) if s == "required" => Some(ForcedChoice::Any),
+            Some(v) => match v.pointer("/function/name").and_then(Value::as_str) {
+                Some(name) if v.get("type").and_then(Value::as_str) == Some("function") => {
+                    Some(ForcedChoice::Named(name.to_string()))
+                }
+                _ => return Err(bad(format!("tool_choice must be \"none\", \"auto\", \"required\" or {{\"type\": \"function\", \"function\": {{\"name\": ...}}}}, not {v}"))),
+            },
+        };
+        match choice {
+            None if tools.is_empty() => Ok(ToolMode::Off),
+            None => Ok(ToolMode::Parse(format)),
+            Some(_) if tools.is_empty() => Err(bad("tool_choice needs tools".into())),
+            Some(choice) => forced_tool_call(format, tools, &choice)
+                .map(ToolMode::Forced)
+                .map_err(|e| bad(format!("the tool call cannot be enforced: {e}"))),
         }
     }
 
@@ -385,4 +436,67 @@ impl CompletionRequest {
         };
         Ok(prompts)
     }
+}
+
+/// Turns one choice's generated text into the chat reply's content and tool calls, piece by
+/// piece as it streams.
+pub enum ReplyShaper {
+    Text,
+    Parse(ToolCallStream),
+    /// The text is the forced call's JSON; nothing of it is content.
+    Forced(ForcedCall, String),
+}
+
+impl ReplyShaper {
+    pub fn new(mode: &ToolMode) -> ReplyShaper {
+        match mode {
+            ToolMode::Off => ReplyShaper::Text,
+            ToolMode::Parse(format) => ReplyShaper::Parse(ToolCallStream::new(*format)),
+            ToolMode::Forced(call) => ReplyShaper::Forced(call.clone(), String::new()),
+        }
+    }
+
+    /// Content that can be sent now.
+    pub fn push(&mut self, text: &str) -> String {
+        match self {
+            ReplyShaper::Text => text.to_string(),
+            ReplyShaper::Parse(stream) => stream.push(text),
+            ReplyShaper::Forced(_, json) => {
+                json.push_str(text);
+                String::new()
+            }
+        }
+    }
+
+    /// The rest of the content and the tool calls, once the text is complete.
+    pub fn finish(self) -> (String, Vec<ToolCall>) {
+        match self {
+            ReplyShaper::Text => (String::new(), Vec::new()),
+            ReplyShaper::Parse(stream) => {
+                let parsed = stream.finish();
+                (parsed.content, parsed.tool_calls)
+            }
+            ReplyShaper::Forced(call, json) => match call.tool_call(&json) {
+                Some(c) => (String::new(), vec![c]),
+                // Cut short (max_tokens): what was generated is all there is.
+                None => (json, Vec::new()),
+            },
+        }
+    }
+}
+
+/// OpenAI's `tool_calls` entries; ids are unique within `response_id`.
+pub fn tool_calls_json(response_id: &str, choice: usize, calls: &[ToolCall]) -> Vec<Value> {
+    calls
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            serde_json::json!({
+                "index": i,
+                "id": format!("call_{}_{choice}_{i}", response_id.rsplit('-').next().unwrap_or(response_id)),
+                "type": "function",
+                "function": { "name": c.name, "arguments": c.arguments },
+            })
+        })
+        .collect()
 }

@@ -133,6 +133,22 @@ fn greedy_completion(ids: &[u32], max_tokens: usize) -> Value {
     json!({ "prompt": ids, "max_tokens": max_tokens, "temperature": 0, "ignore_eos": true })
 }
 
+static WEATHER_TOOL: std::sync::LazyLock<Value> = std::sync::LazyLock::new(|| {
+    json!({ "type": "function", "function": {
+        "name": "get_weather",
+        "description": "The weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": { "type": "string", "maxLength": 12 },
+                "days": { "type": "integer", "minimum": 1, "maximum": 7 }
+            },
+            "required": ["city", "days"],
+            "additionalProperties": false
+        }
+    }})
+});
+
 fn chat_body(extra: Value) -> Value {
     let mut body = json!({ "messages": [{ "role": "user", "content": "Hello there" }], "temperature": 0, "max_tokens": 10, "ignore_eos": true });
     body.as_object_mut()
@@ -558,21 +574,22 @@ async fn bad_requests_get_openai_errors() {
         let (status, body) = s.post("/v1/chat/completions", chat_body(bad.clone())).await;
         assert_eq!(error(status, &body), 400, "{bad}");
     }
-    for unsupported in [
-        json!({ "response_format": { "type": "json_object" } }),
-        json!({ "tool_choice": "required" }),
+    for (bad, mentions) in [
+        (json!({ "response_format": { "type": "xml" } }), "response_format"),
+        (
+            json!({ "response_format": { "type": "json_schema", "json_schema": { "name": "x", "schema": { "type": "string", "pattern": "a+" } } } }),
+            "pattern",
+        ),
+        (json!({ "tool_choice": "required" }), "tools"),
+        (
+            json!({ "tools": [WEATHER_TOOL.clone()], "tool_choice": { "type": "function", "function": { "name": "nope" } } }),
+            "nope",
+        ),
     ] {
-        let (status, body) = s
-            .post("/v1/chat/completions", chat_body(unsupported.clone()))
-            .await;
-        assert_eq!(error(status, &body), 400, "{unsupported}");
-        assert!(
-            body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("not supported"),
-            "{body}"
-        );
+        let (status, body) = s.post("/v1/chat/completions", chat_body(bad.clone())).await;
+        assert_eq!(error(status, &body), 400, "{bad}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(mentions), "{message}");
     }
     for bad in [
         json!({ "n": 0 }),
@@ -726,4 +743,81 @@ async fn logprobs_match_transformers() {
         assert_eq!(entry["top_logprobs"].as_array().unwrap().len(), 2);
         assert!(entry["bytes"].is_array() && entry["token"].is_string());
     }
+}
+
+/// A fixture whose vocabulary has every byte as a token, as constrained decoding needs.
+fn byte_level_model() -> Arc<LoadedModel> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/moe/mixtral/hf");
+    Arc::new(load(&path).expect("fixture model loads"))
+}
+
+#[tokio::test]
+async fn json_schema_and_forced_tool_calls_are_enforced() {
+    let state = AppState::new(byte_level_model(), &config(2, 4)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let s = Server {
+        base,
+        client: reqwest::Client::new(),
+    };
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "answer": { "enum": ["yes", "no", "maybe"] },
+            "score": { "type": "integer", "minimum": 0, "maximum": 100 }
+        },
+        "required": ["answer", "score"],
+        "additionalProperties": false
+    });
+    for seed in 0..3 {
+        let body = json!({
+            "messages": [{ "role": "user", "content": "Answer me" }],
+            "max_tokens": 400, "seed": seed, "temperature": 1.0,
+            "response_format": { "type": "json_schema", "json_schema": { "name": "a", "schema": schema } },
+        });
+        let (status, out) = s.post("/v1/chat/completions", body).await;
+        assert_eq!(status, 200, "{out}");
+        let text = out["choices"][0]["message"]["content"].as_str().unwrap();
+        let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert!(["yes", "no", "maybe"].contains(&value["answer"].as_str().unwrap()));
+        assert!((0..=100).contains(&value["score"].as_i64().unwrap()), "{text}");
+        assert_eq!(out["choices"][0]["finish_reason"], "stop");
+    }
+
+    let body = json!({
+        "messages": [{ "role": "user", "content": "Weather in Oslo?" }],
+        "max_tokens": 400, "seed": 5, "temperature": 1.0,
+        "tools": [WEATHER_TOOL.clone()],
+        "tool_choice": { "type": "function", "function": { "name": "get_weather" } },
+    });
+    let (status, out) = s.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(status, 200, "{out}");
+    let choice = &out["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls", "{out}");
+    let call = &choice["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert!(args["city"].as_str().unwrap().chars().count() <= 12);
+    assert!((1..=7).contains(&args["days"].as_i64().unwrap()));
+
+    let mut streamed = body;
+    streamed["stream"] = json!(true);
+    let events = s.stream("/v1/chat/completions", streamed).await;
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .map(|e| serde_json::from_str(e).unwrap())
+        .collect();
+    let calls: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"].get(0))
+        .collect();
+    assert_eq!(calls.len(), 1, "{events:?}");
+    assert_eq!(calls[0]["function"], call["function"]);
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
 }

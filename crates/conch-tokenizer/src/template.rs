@@ -42,6 +42,7 @@ const TEMPLATE_NAME: &str = "chat_template";
 
 pub struct ChatTemplate {
     env: Environment<'static>,
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -64,6 +65,11 @@ impl ChatTemplate {
         now: NaiveDateTime,
     ) -> Result<ChatTemplate, TemplateError> {
         Self::build(source, bos_token, eos_token, Some(now))
+    }
+
+    /// The template's Jinja source, as given.
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     fn build(
@@ -104,6 +110,7 @@ impl ChatTemplate {
             .map_err(|e| TemplateError::Syntax(describe(&e)))?;
         Ok(ChatTemplate {
             env,
+            source: source.to_owned(),
             bos_token: bos_token.to_owned(),
             eos_token: eos_token.to_owned(),
         })
