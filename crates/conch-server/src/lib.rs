@@ -10,6 +10,7 @@ mod engine;
 mod error;
 mod metrics;
 mod openai;
+mod web;
 
 pub use app::open_store;
 pub use error::ApiError;
@@ -175,6 +176,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(|| async { Json(json!({ "status": "ok" })) }))
         .route("/metrics", get(metrics_text))
         .merge(v1)
+        .merge(web::routes())
         .merge(app::routes())
         .fallback(|uri: Uri| async move { ApiError::not_found(uri.path()) })
         .layer(middleware::from_fn_with_state(
