@@ -821,3 +821,47 @@ async fn json_schema_and_forced_tool_calls_are_enforced() {
         "tool_calls"
     );
 }
+
+/// Sums the samples of `name` (any labels) in a Prometheus text, per value of `label`.
+fn metric_by_label(text: &str, name: &str, label: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with(&format!("{name}{{"))) {
+        let key = line
+            .split(&format!("{label}=\""))
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap()
+            .to_string();
+        let value: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *out.entry(key).or_insert(0.0) += value;
+    }
+    out
+}
+
+#[tokio::test]
+async fn metrics_report_kv_blocks_prefix_hits_and_experts() {
+    let state = AppState::new(byte_level_model(), &config(2, 4)).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let s = Server {
+        base,
+        client: reqwest::Client::new(),
+    };
+    let prompt: Vec<u32> = (0..40).map(|i| (i * 13 + 7) % 250).collect();
+    for _ in 0..2 {
+        let (status, body) = s.post("/v1/completions", greedy_completion(&prompt, 4)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (_, text) = s.get("/metrics").await;
+    // The second request found the first 32 positions (two 16-position blocks) cached.
+    assert!(metric(&text, "conch_prefix_cache_hit_tokens_total") >= 32.0, "{text}");
+    assert!(metric(&text, "conch_prefix_cache_blocks") >= 2.0, "{text}");
+    assert!(metric(&text, "conch_kv_blocks_used") >= 2.0, "{text}");
+    assert!(metric(&text, "conch_kv_blocks_free") > 0.0, "{text}");
+    // Both MoE layers saw the same tokens, two experts each: equal totals, even per layer.
+    let per_layer = metric_by_label(&text, "conch_expert_tokens_total", "layer");
+    assert_eq!(per_layer.len(), 2, "{text}");
+    let totals: Vec<f64> = per_layer.values().copied().collect();
+    assert!(totals[0] > 0.0 && totals[0] == totals[1] && totals[0] % 2.0 == 0.0, "{totals:?}");
+}
