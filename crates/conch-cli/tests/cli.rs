@@ -323,3 +323,99 @@ fn run_stats_counts_tokens_per_expert_per_layer() {
         assert_eq!(row.iter().sum::<u64>(), 2 * (prompt + reply - 1), "{err}");
     }
 }
+
+/// `conch export` reads the app's database and writes each training-data format, every record
+/// checked against that format's required fields and types.
+#[test]
+fn export_writes_every_format_from_the_apps_data() {
+    use conch_app::{ExportFormat, Feedback, NewConversation, Role, Status, Store};
+    let dir = std::env::temp_dir().join(format!("conch-cli-export-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = Store::open_data_dir(&dir).await.unwrap();
+        let admin = store
+            .create_first_admin("grandpa", "correct horse battery", None)
+            .await
+            .unwrap();
+        let conversation = store
+            .create_conversation(&admin.id, NewConversation::default())
+            .await
+            .unwrap();
+        let question = store
+            .add_message(
+                &admin.id,
+                &conversation.id,
+                None,
+                Role::User,
+                "Tell me a story",
+                Status::Complete,
+                None,
+            )
+            .await
+            .unwrap();
+        let reply = store
+            .add_message(
+                &admin.id,
+                &conversation.id,
+                Some(&question.id),
+                Role::Assistant,
+                "Once upon a time.",
+                Status::Complete,
+                Some("m"),
+            )
+            .await
+            .unwrap();
+        store
+            .set_feedback(
+                &admin.id,
+                &reply.id,
+                Feedback {
+                    rating: 1,
+                    reasons: vec!["creative".into()],
+                    comment: None,
+                },
+            )
+            .await
+            .unwrap();
+        // An edited reply is a preference of the edit over the original.
+        store
+            .edit_message(&admin.id, &reply.id, "Once upon a time, by the river.")
+            .await
+            .unwrap();
+    });
+    for format in [
+        "trl-preference",
+        "trl-kto",
+        "openai-sft",
+        "openai-preference",
+    ] {
+        let out = conch(&[
+            "export",
+            "--format",
+            format,
+            "--data-dir",
+            &dir.display().to_string(),
+        ]);
+        assert!(out.status.success(), "{format}: {}", stderr(&out));
+        let parsed: ExportFormat = format.parse().unwrap();
+        let text = stdout(&out);
+        let records: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{format}: {e}: {l}")))
+            .collect();
+        assert!(!records.is_empty(), "{format}: no records");
+        for r in &records {
+            conch_app::testing::check_export_record(parsed, r)
+                .unwrap_or_else(|e| panic!("{format}: {e}: {r}"));
+        }
+    }
+    let out = conch(&[
+        "export",
+        "--format",
+        "csv",
+        "--data-dir",
+        &dir.display().to_string(),
+    ]);
+    assert_clean_failure(&out, "csv");
+    let _ = std::fs::remove_dir_all(&dir);
+}
