@@ -87,7 +87,7 @@ class Server:
     def complete(self, prompt, max_tokens):
         """One streamed completion: (time to first token, [gaps between tokens], tokens)."""
         body = json.dumps({"prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                           "ignore_eos": True, "model": "m"})
+                           "ignore_eos": True})
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=600)
         start = time.perf_counter()
         c.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
