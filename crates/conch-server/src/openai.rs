@@ -143,9 +143,8 @@ impl CommonParams {
                     .filter(|s| s.is_object() || s.is_boolean())
                     .ok_or_else(|| bad("json_schema needs a `json_schema.schema` object"))?;
                 // Checked here so a schema that cannot be enforced is the client's error.
-                JsonConstraint::new(Some(schema)).map_err(|e| {
-                    bad(&format!("the JSON schema cannot be enforced: {e}"))
-                })?;
+                JsonConstraint::new(Some(schema))
+                    .map_err(|e| bad(&format!("the JSON schema cannot be enforced: {e}")))?;
                 Ok(Some(JsonOutput {
                     schema: Some(schema.clone()),
                 }))

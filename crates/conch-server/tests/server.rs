@@ -575,7 +575,10 @@ async fn bad_requests_get_openai_errors() {
         assert_eq!(error(status, &body), 400, "{bad}");
     }
     for (bad, mentions) in [
-        (json!({ "response_format": { "type": "xml" } }), "response_format"),
+        (
+            json!({ "response_format": { "type": "xml" } }),
+            "response_format",
+        ),
         (
             json!({ "response_format": { "type": "json_schema", "json_schema": { "name": "x", "schema": { "type": "string", "pattern": "a+" } } } }),
             "pattern",
@@ -747,8 +750,8 @@ async fn logprobs_match_transformers() {
 
 /// A fixture whose vocabulary has every byte as a token, as constrained decoding needs.
 fn byte_level_model() -> Arc<LoadedModel> {
-    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/moe/mixtral/hf");
+    let path =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/moe/mixtral/hf");
     Arc::new(load(&path).expect("fixture model loads"))
 }
 
@@ -782,7 +785,10 @@ async fn json_schema_and_forced_tool_calls_are_enforced() {
         let text = out["choices"][0]["message"]["content"].as_str().unwrap();
         let value: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text}"));
         assert!(["yes", "no", "maybe"].contains(&value["answer"].as_str().unwrap()));
-        assert!((0..=100).contains(&value["score"].as_i64().unwrap()), "{text}");
+        assert!(
+            (0..=100).contains(&value["score"].as_i64().unwrap()),
+            "{text}"
+        );
         assert_eq!(out["choices"][0]["finish_reason"], "stop");
     }
 
@@ -798,7 +804,8 @@ async fn json_schema_and_forced_tool_calls_are_enforced() {
     assert_eq!(choice["finish_reason"], "tool_calls", "{out}");
     let call = &choice["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert!(args["city"].as_str().unwrap().chars().count() <= 12);
     assert!((1..=7).contains(&args["days"].as_i64().unwrap()));
 
@@ -850,12 +857,17 @@ async fn metrics_report_kv_blocks_prefix_hits_and_experts() {
     };
     let prompt: Vec<u32> = (0..40).map(|i| (i * 13 + 7) % 250).collect();
     for _ in 0..2 {
-        let (status, body) = s.post("/v1/completions", greedy_completion(&prompt, 4)).await;
+        let (status, body) = s
+            .post("/v1/completions", greedy_completion(&prompt, 4))
+            .await;
         assert_eq!(status, 200, "{body}");
     }
     let (_, text) = s.get("/metrics").await;
     // The second request found the first 32 positions (two 16-position blocks) cached.
-    assert!(metric(&text, "conch_prefix_cache_hit_tokens_total") >= 32.0, "{text}");
+    assert!(
+        metric(&text, "conch_prefix_cache_hit_tokens_total") >= 32.0,
+        "{text}"
+    );
     assert!(metric(&text, "conch_prefix_cache_blocks") >= 2.0, "{text}");
     assert!(metric(&text, "conch_kv_blocks_used") >= 2.0, "{text}");
     assert!(metric(&text, "conch_kv_blocks_free") > 0.0, "{text}");
@@ -863,5 +875,8 @@ async fn metrics_report_kv_blocks_prefix_hits_and_experts() {
     let per_layer = metric_by_label(&text, "conch_expert_tokens_total", "layer");
     assert_eq!(per_layer.len(), 2, "{text}");
     let totals: Vec<f64> = per_layer.values().copied().collect();
-    assert!(totals[0] > 0.0 && totals[0] == totals[1] && totals[0] % 2.0 == 0.0, "{totals:?}");
+    assert!(
+        totals[0] > 0.0 && totals[0] == totals[1] && totals[0] % 2.0 == 0.0,
+        "{totals:?}"
+    );
 }
