@@ -13,6 +13,7 @@ mod characters;
 mod conversations;
 mod export;
 mod feedback;
+mod memoir;
 mod png;
 mod store;
 pub mod testing;
@@ -23,6 +24,9 @@ pub use characters::{Character, CharacterFields};
 pub use conversations::{ChatMessage, Conversation, Message, NewConversation, Role, Status};
 pub use export::ExportFormat;
 pub use feedback::{Feedback, DOWN_REASONS, UP_REASONS};
+pub use memoir::{
+    MemoirChapterDraft, MemoirProject, MemoirRecording, MemoirTurn, RecordingStatus, MAX_RECORDING,
+};
 pub use png::{png_text_chunks, with_text_chunk, PngError};
 pub use store::{default_data_dir, Store};
 

@@ -13,7 +13,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 /// The schema, one entry per version, applied in order at open and never edited once released.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id TEXT PRIMARY KEY,
     username TEXT NOT NULL UNIQUE,
@@ -98,7 +99,66 @@ CREATE TABLE preferences (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX preferences_parent ON preferences(owner_id, parent_id, source)
-"#];
+"#,
+    r#"
+CREATE TABLE memoir_projects (
+    id TEXT PRIMARY KEY,
+    owner_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    title TEXT NOT NULL,
+    teller_name TEXT NOT NULL,
+    language TEXT NOT NULL,
+    plan TEXT NOT NULL,
+    closed_chapters TEXT NOT NULL,
+    share_token TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX memoir_projects_owner ON memoir_projects(owner_id, updated_at);
+CREATE TABLE memoir_turns (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES memoir_projects(id) ON DELETE CASCADE,
+    owner_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    chapter_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    question_id TEXT,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    answer_source TEXT,
+    topic_exhausted BIGINT NOT NULL,
+    asked_at BIGINT NOT NULL,
+    answered_at BIGINT,
+    UNIQUE (project_id, seq)
+);
+CREATE TABLE memoir_recordings (
+    id TEXT PRIMARY KEY,
+    project_id TEXT NOT NULL REFERENCES memoir_projects(id) ON DELETE CASCADE,
+    turn_id TEXT NOT NULL REFERENCES memoir_turns(id) ON DELETE CASCADE,
+    owner_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    mime TEXT NOT NULL,
+    size BIGINT NOT NULL,
+    audio TEXT NOT NULL,
+    status TEXT NOT NULL,
+    transcript TEXT,
+    attempts BIGINT NOT NULL,
+    last_error TEXT,
+    next_attempt_at BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX memoir_recordings_turn ON memoir_recordings(turn_id);
+CREATE INDEX memoir_recordings_due ON memoir_recordings(status, next_attempt_at);
+CREATE TABLE memoir_chapters (
+    project_id TEXT NOT NULL REFERENCES memoir_projects(id) ON DELETE CASCADE,
+    chapter_id TEXT NOT NULL,
+    owner_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    paragraphs TEXT NOT NULL,
+    approved BIGINT NOT NULL,
+    drafted_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (project_id, chapter_id)
+)
+"#,
+];
 
 /// The app's database: a pool of connections to SQLite or PostgreSQL. Cheap to clone.
 #[derive(Clone)]

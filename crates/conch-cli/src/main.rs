@@ -88,6 +88,10 @@ enum Command {
         max_queue: usize,
         #[command(flatten)]
         storage: StorageArgs,
+        /// The memoir mode's offline speech models (what scripts/fetch-speech installed); default
+        /// $CONCH_SPEECH_DIR, else ~/.cache/conch/speech.
+        #[arg(long)]
+        speech_dir: Option<PathBuf>,
     },
     /// Write the family app's feedback as training data (JSON Lines) to stdout or a file.
     Export {
@@ -360,6 +364,7 @@ fn run(cli: Cli) -> Result<()> {
             parallel,
             max_queue,
             storage,
+            speech_dir,
         } => {
             let loaded = std::sync::Arc::new(load(&model.model)?);
             let config = conch_server::ServerConfig {
@@ -371,6 +376,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_queue,
                 data_dir: storage.data_dir,
                 database_url: storage.database_url,
+                speech_dir,
             };
             match (&config.database_url, &config.data_dir) {
                 (Some(_), _) => eprintln!("app data: in the PostgreSQL database given"),

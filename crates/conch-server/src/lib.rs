@@ -58,6 +58,9 @@ pub struct ServerConfig {
     pub data_dir: Option<std::path::PathBuf>,
     /// The app's database as a `postgres://…` (or `sqlite:…`) URL instead of the data directory.
     pub database_url: Option<String>,
+    /// Where `scripts/fetch-speech` put the memoir mode's offline speech models; None:
+    /// `conch_speech::SpeechConfig::default_dir()`.
+    pub speech_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +74,7 @@ impl Default for ServerConfig {
             max_queue: 64,
             data_dir: None,
             database_url: None,
+            speech_dir: None,
         }
     }
 }

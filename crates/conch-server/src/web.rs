@@ -48,13 +48,19 @@ const ASSETS: &[Asset] = &[
     asset!("js/chat.js", JS),
     asset!("js/characters.js", JS),
     asset!("js/admin.js", JS),
+    asset!("js/memoir.js", JS),
+    asset!("js/memoir-shared.js", JS),
+    asset!("js/memoir-interview.js", JS),
+    asset!("js/memoir-chapters.js", JS),
 ];
 
-/// Scripts, styles, images and connections only from this origin; nothing inline, no plugins,
-/// no framing by other sites. `blob:` images are the avatar preview before upload.
+/// Scripts, styles, images, sound and connections only from this origin; nothing inline, no
+/// plugins, no framing by other sites. `blob:` images are the avatar preview before upload;
+/// `blob:` media is a memoir question's speech, fetched before it plays.
 const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-    style-src 'self'; img-src 'self' blob:; connect-src 'self'; font-src 'self'; \
-    manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+    style-src 'self'; img-src 'self' blob:; media-src 'self' blob:; connect-src 'self'; \
+    font-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
 
 /// The routes `GET /` and `GET /assets/{*path}`, for any router state.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

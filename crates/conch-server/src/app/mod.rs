@@ -4,6 +4,7 @@
 
 mod auth;
 mod generate;
+mod memoir;
 
 use crate::{ApiError, AppState, ServerError};
 use auth::{check_origin, client_address, session_cookie, too_many_attempts, SignedIn};
@@ -21,17 +22,19 @@ use serde_json::{json, Value};
 
 pub(crate) use auth::LoginLimiter;
 
-/// What the app's routes share: the store and the login limiter.
+/// What the app's routes share: the store, the login limiter and memoir mode's speech models.
 pub(crate) struct AppContext {
     pub store: Store,
     limiter: LoginLimiter,
+    speech: std::sync::Arc<memoir::Speech>,
 }
 
 impl AppContext {
-    pub(crate) fn new(store: Store) -> AppContext {
+    pub(crate) fn new(store: Store, config: &crate::ServerConfig) -> AppContext {
         AppContext {
             store,
             limiter: LoginLimiter::default(),
+            speech: memoir::Speech::new(config.speech_dir.as_deref()),
         }
     }
 }
@@ -48,7 +51,9 @@ impl AppState {
             .stop_interrupted_replies()
             .await
             .map_err(|e| ServerError::Storage(e.to_string()))?;
-        AppState::build(model, config, Some(AppContext::new(store)))
+        let state = AppState::build(model, config, Some(AppContext::new(store, config)))?;
+        memoir::spawn_transcription_retries(&state);
+        Ok(state)
     }
 
     /// Opens the app's database named by `config` (`database_url`, else SQLite in `data_dir`,
@@ -171,6 +176,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/api/characters/{id}/publish", post(publish_character))
         .route("/api/characters/{id}/copy", post(copy_character))
         .route("/api/characters/{id}/card", get(character_card))
+        .merge(memoir::routes())
 }
 
 fn signed_in_body(session: &Session) -> Value {

@@ -9,6 +9,7 @@ import { authPage } from './auth.js';
 import { chatPage } from './chat.js';
 import { charactersPage, characterEditor } from './characters.js';
 import { adminPage, settingsPage } from './admin.js';
+import { memoirPage } from './memoir.js';
 
 const app = {
   user: null,
@@ -40,6 +41,7 @@ function drawNav() {
   replace(document.getElementById('nav-links'),
     link('chat', 'Chats', 'chat'),
     link('characters', 'Characters', 'people'),
+    link('memoir', 'Memoirs', 'edit'),
     app.user.is_admin ? link('admin', 'Household', 'admin') : null,
     link('settings', 'Settings', 'settings'),
     h('li', {}, h('button', { type: 'button', class: 'link-button', onclick: signOut },
@@ -62,7 +64,7 @@ async function route() {
     app.leave();
     app.leave = null;
   }
-  const [, section = '', id = ''] = location.hash.replace(/\?.*$/, '').split('/');
+  const [, section = '', id = '', view = ''] = location.hash.replace(/\?.*$/, '').split('/');
   const query = new URLSearchParams(location.hash.split('?')[1] || '');
   const main = document.getElementById('main');
   drawNav();
@@ -79,6 +81,9 @@ async function route() {
       case 'characters':
         if (id) await characterEditor(main, app, id);
         else await charactersPage(main, app);
+        break;
+      case 'memoir':
+        await memoirPage(main, app, id, view);
         break;
       case 'admin':
         await adminPage(main, app);
