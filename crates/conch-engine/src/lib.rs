@@ -11,10 +11,10 @@ pub mod stop;
 
 pub use batch::{BatchConfig, Scheduler, Sequence};
 pub use conch_models::{ExpertCounts, KvPoolStats, RoutingObserver};
+pub use conch_structured as structured;
 pub use generate::{
     FinishReason, GenerateOptions, Generation, JsonOutput, Session, Step, TokenLogprobs,
 };
-pub use conch_structured as structured;
 pub use load::{load, LoadedModel};
 pub use perplexity::{perplexity, Perplexity};
 pub use sampler::{Sampler, SamplingParams};

@@ -3,8 +3,8 @@
 use crate::{EngineError, SamplingParams};
 use conch_formats::{GgufFile, HfModelDir};
 use conch_models::Model;
-use conch_tokenizer::{ChatTemplate, Tokenizer};
 use conch_structured::{TokenVocab, ToolFormat};
+use conch_tokenizer::{ChatTemplate, Tokenizer};
 use std::path::Path;
 use std::sync::OnceLock;
 

@@ -967,7 +967,11 @@ fn parse_hf_rope(
                     .map(|v| v.as_f64().filter(|f| *f > 0.0).map(|f| f as f32))
                     .collect::<Option<Vec<f32>>>()
                     .ok_or_else(|| config_err("longrope short_factor must be positive numbers"))?,
-                _ => return Err(config_err("longrope rope scaling needs a short_factor list")),
+                _ => {
+                    return Err(config_err(
+                        "longrope rope scaling needs a short_factor list",
+                    ))
+                }
             };
             // transformers' default multiplier, sqrt(1 + ln(s) / ln(original)) with s the context
             // extension, stands in for a missing mscale.

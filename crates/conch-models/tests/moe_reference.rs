@@ -326,7 +326,11 @@ fn phimoe_longrope() {
         let head = model
             .forward(&r.tokens[..prefix], &mut model.new_cache(n), true)
             .unwrap();
-        assert_close(&format!("{label} first {prefix} tokens"), &head, &prefix_logits);
+        assert_close(
+            &format!("{label} first {prefix} tokens"),
+            &head,
+            &prefix_logits,
+        );
     }
 }
 

@@ -29,8 +29,8 @@ use conch_engine::{
 };
 use engine::{Engine, Event, Finished, Job, EVENTS_PER_SEQUENCE};
 use openai::{
-    fields, parse_body, tool_calls_json, ChatRequest, CommonParams, CompletionRequest,
-    PromptInput, ReplyShaper, ToolMode,
+    fields, parse_body, tool_calls_json, ChatRequest, CommonParams, CompletionRequest, PromptInput,
+    ReplyShaper, ToolMode,
 };
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -771,7 +771,8 @@ fn stream(
                         ));
                     }
                     if !calls.is_empty() {
-                        let delta = json!({ "tool_calls": tool_calls_json(&s.head.id, index, &calls) });
+                        let delta =
+                            json!({ "tool_calls": tool_calls_json(&s.head.id, index, &calls) });
                         let choice = json!({ "index": index, "delta": delta, "logprobs": null, "finish_reason": null });
                         s.ready
                             .push_back(s.head.chunk(json!([choice]), s.include_usage));

@@ -139,7 +139,8 @@ impl Decoder {
         if source == Source::Gguf && w.optional("rope_factors_short.weight").is_some() {
             // llama.cpp switches these by context size; transformers (the reference here) does not.
             return Err(ModelError::Unsupported(
-                "LongRoPE factors in a GGUF file (Phi-3.5); load the Hugging Face checkpoint".into(),
+                "LongRoPE factors in a GGUF file (Phi-3.5); load the Hugging Face checkpoint"
+                    .into(),
             ));
         }
         // llama.cpp's converter stores Llama 3 rope scaling as per-frequency divisors.
