@@ -12,6 +12,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod common;
+use common::{parse_events, Client};
+
 fn model() -> Arc<LoadedModel> {
     static MODEL: OnceLock<Arc<LoadedModel>> = OnceLock::new();
     MODEL
@@ -78,115 +81,10 @@ async fn start() -> Server {
     start_with(conch_app::testing::sqlite().await).await
 }
 
-/// One browser: a cookie jar and the CSRF token it was given.
-struct Client {
-    base: String,
-    http: reqwest::Client,
-    csrf: Option<String>,
-}
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    bytes: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.bytes)))
-    }
-}
-
 impl Client {
     fn new(server: &Server) -> Client {
-        Client {
-            base: server.base.clone(),
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .timeout(Duration::from_secs(120))
-                .build()
-                .unwrap(),
-            csrf: None,
-        }
+        Client::at(&server.base)
     }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(csrf) = &self.csrf {
-            r = r.header("X-CSRF-Token", csrf);
-        }
-        r
-    }
-
-    async fn send(&self, r: reqwest::RequestBuilder) -> Reply {
-        let response = r.send().await.unwrap();
-        Reply {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            bytes: response.bytes().await.unwrap().to_vec(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut r = self.request(method, path);
-        if let Some(body) = body {
-            r = r.json(&body);
-        }
-        self.send(r).await
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Reply {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    /// Signs in (signup when `first`), keeping the CSRF token; returns the user.
-    async fn sign_in(&mut self, username: &str, password: &str, first: bool) -> Value {
-        let path = if first {
-            "/api/auth/signup"
-        } else {
-            "/api/auth/login"
-        };
-        let r = self
-            .post(path, json!({ "username": username, "password": password }))
-            .await;
-        assert_eq!(
-            r.status,
-            if first { 201 } else { 200 },
-            "{}",
-            String::from_utf8_lossy(&r.bytes)
-        );
-        let body = r.json();
-        self.csrf = Some(body["csrf_token"].as_str().unwrap().to_string());
-        body["user"].clone()
-    }
-
-    /// The events of a streaming request, each `data:` payload parsed.
-    async fn stream(&self, method: Method, path: &str, body: Option<Value>) -> Vec<Value> {
-        let r = self.call(method, path, body).await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
-        assert!(r.headers["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/event-stream"));
-        parse_events(&String::from_utf8(r.bytes).unwrap())
-    }
-}
-
-fn parse_events(text: &str) -> Vec<Value> {
-    text.split("\n\n")
-        .filter(|e| !e.trim().is_empty())
-        .map(|e| {
-            let data = e
-                .strip_prefix("data: ")
-                .unwrap_or_else(|| panic!("not a data event: {e:?}"));
-            serde_json::from_str(data).unwrap()
-        })
-        .collect()
 }
 
 /// Checks a finished stream's shape: the created rows, deltas, then `done`; returns the reply.

@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+
+mod common;
+use common::{Client, Reply};
 
 const SMOLLM2: &str = "/root/.cache/conch/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -99,112 +101,16 @@ fn no_speech() -> Option<PathBuf> {
     Some(conch_app::testing::temp_dir("conch-no-speech"))
 }
 
-struct Client {
-    base: String,
-    http: reqwest::Client,
-    csrf: Option<String>,
-}
-
-struct Reply {
-    status: u16,
-    headers: reqwest::header::HeaderMap,
-    bytes: Vec<u8>,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.bytes)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.bytes).into_owned()
-    }
-
-    fn expect(self, status: u16) -> Reply {
-        assert_eq!(self.status, status, "{}", self.text());
-        self
-    }
-}
-
 impl Client {
     fn new(server: &Server) -> Client {
         Client::at(&server.base)
-    }
-
-    fn at(base: &str) -> Client {
-        Client {
-            base: base.to_string(),
-            http: reqwest::Client::builder()
-                .cookie_store(true)
-                .timeout(Duration::from_secs(900))
-                .build()
-                .unwrap(),
-            csrf: None,
-        }
-    }
-
-    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(csrf) = &self.csrf {
-            r = r.header("X-CSRF-Token", csrf);
-        }
-        r
-    }
-
-    async fn send(&self, r: reqwest::RequestBuilder) -> Reply {
-        let response = r.send().await.unwrap();
-        Reply {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            bytes: response.bytes().await.unwrap().to_vec(),
-        }
-    }
-
-    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
-        let mut r = self.request(method, path);
-        if let Some(body) = body {
-            r = r.json(&body);
-        }
-        self.send(r).await
-    }
-
-    async fn get(&self, path: &str) -> Reply {
-        self.call(Method::GET, path, None).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Reply {
-        self.call(Method::POST, path, Some(body)).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Reply {
-        self.call(Method::PUT, path, Some(body)).await
-    }
-
-    async fn upload(&self, path: &str, mime: &str, audio: Vec<u8>) -> Reply {
-        let r = self
-            .request(Method::POST, path)
-            .header("Content-Type", mime)
-            .body(audio);
-        self.send(r).await
-    }
-
-    async fn sign_in(&mut self, path: &str, username: &str) {
-        let r = self
-            .post(
-                path,
-                json!({ "username": username, "password": "correct horse" }),
-            )
-            .await;
-        assert!(r.status == 200 || r.status == 201, "{}", r.text());
-        self.csrf = Some(r.json()["csrf_token"].as_str().unwrap().to_string());
     }
 }
 
 /// The admin (the first account) and a second person of the household.
 async fn two_people(server: &Server) -> (Client, Client) {
     let mut admin = Client::new(server);
-    admin.sign_in("/api/auth/signup", "alice").await;
+    admin.sign_in("alice", "correct horse", true).await;
     admin
         .post(
             "/api/users",
@@ -213,7 +119,7 @@ async fn two_people(server: &Server) -> (Client, Client) {
         .await
         .expect(201);
     let mut bob = Client::new(server);
-    bob.sign_in("/api/auth/login", "bob").await;
+    bob.sign_in("bob", "correct horse", false).await;
     (admin, bob)
 }
 
@@ -1084,7 +990,7 @@ async fn a_recording_kept_without_speech_is_transcribed_on_retry() {
 
     let with = start_on(&without._db.url, fixture_model(), Some(speech_dir)).await;
     let mut alice_there = Client::at(&with);
-    alice_there.sign_in("/api/auth/login", "alice").await;
+    alice_there.sign_in("alice", "correct horse", false).await;
     let wav = alice_there
         .get("/api/memoir/tts?text=We%20kept%20chickens%20behind%20the%20barn.&language=en")
         .await
