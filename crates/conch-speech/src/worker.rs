@@ -25,6 +25,8 @@ pub(crate) struct WorkerProcess {
     /// answer can time out.
     answers: Receiver<String>,
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Signals once the worker's stderr has been read to its end.
+    stderr_done: mpsc::Receiver<()>,
     next_id: u64,
 }
 
@@ -58,6 +60,7 @@ impl WorkerProcess {
         thread::spawn(move || forward_lines(stdout, |line| sender.send(line).is_ok()));
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
         let tail = Arc::clone(&stderr_tail);
+        let (stderr_closed, stderr_done) = mpsc::channel();
         thread::spawn(move || {
             forward_lines(stderr, |line| {
                 let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
@@ -66,13 +69,15 @@ impl WorkerProcess {
                 }
                 tail.push_back(line);
                 true
-            })
+            });
+            let _ = stderr_closed.send(());
         });
         Ok(WorkerProcess {
             child,
             stdin,
             answers,
             stderr_tail,
+            stderr_done,
             next_id: 1,
         })
     }
@@ -147,7 +152,11 @@ impl WorkerProcess {
         let deadline = Instant::now() + Duration::from_secs(2);
         let status = loop {
             match self.child.try_wait() {
-                Ok(Some(status)) => break format!("it exited ({status})"),
+                Ok(Some(status)) => {
+                    // Its last words may still be in the pipe: let the reader reach the end.
+                    let _ = self.stderr_done.recv_timeout(Duration::from_millis(500));
+                    break format!("it exited ({status})");
+                }
                 Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
                 Ok(None) => break "it closed its output but is still running".to_string(),
                 Err(error) => break format!("its state is unknown ({error})"),
