@@ -25,7 +25,11 @@ struct Server {
 }
 
 async fn start(config: ServerConfig) -> Server {
-    let state = AppState::new(model(), &config).expect("valid settings");
+    start_with(model(), config).await
+}
+
+async fn start_with(model: Arc<LoadedModel>, config: ServerConfig) -> Server {
+    let state = AppState::new(model, &config).expect("valid settings");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
@@ -757,14 +761,7 @@ fn byte_level_model() -> Arc<LoadedModel> {
 
 #[tokio::test]
 async fn json_schema_and_forced_tool_calls_are_enforced() {
-    let state = AppState::new(byte_level_model(), &config(2, 4)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    let s = Server {
-        base,
-        client: reqwest::Client::new(),
-    };
+    let s = start_with(byte_level_model(), config(2, 4)).await;
     let schema = json!({
         "type": "object",
         "properties": {
@@ -847,14 +844,7 @@ fn metric_by_label(text: &str, name: &str, label: &str) -> std::collections::BTr
 
 #[tokio::test]
 async fn metrics_report_kv_blocks_prefix_hits_and_experts() {
-    let state = AppState::new(byte_level_model(), &config(2, 4)).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    let s = Server {
-        base,
-        client: reqwest::Client::new(),
-    };
+    let s = start_with(byte_level_model(), config(2, 4)).await;
     let prompt: Vec<u32> = (0..40).map(|i| (i * 13 + 7) % 250).collect();
     for _ in 0..2 {
         let (status, body) = s
